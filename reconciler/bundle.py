@@ -1,0 +1,259 @@
+"""Read one site's intent and manifests at a revision, safely. Called by reconcile.sync_once().
+
+YAML is parsed with ruamel.yaml's safe loader. Limits bound what a hostile or broken
+commit can cost: file size, files per site, documents per file, and nodes per document
+(which also stops alias "billion laughs" expansion). Every error names the file, the
+line where YAML gives one, and the rule that was broken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+from ruamel import yaml as ruamel_yaml
+from ruamel.yaml import error as yaml_error
+
+from reconciler import contract, durations, errors, validate
+from reconciler import tree as trees
+
+_DOC_START = re.compile(rb"^---(?:[ \t]|$)", re.MULTILINE)
+_CONTENT_LINE = re.compile(rb"^(?![ \t]*(?:#|$)|%)", re.MULTILINE)
+
+DEFAULT_HEALTH_TIMEOUT = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """How much one revision of one site may hold."""
+
+    max_file_bytes: int = 1024 * 1024
+    max_files: int = 5000
+    max_documents: int = 1000  # per file
+    max_nodes: int = 100_000  # per document, counted with aliases expanded
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where a document came from: file, 0-based document index, 1-based line."""
+
+    file: str
+    document: int
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where} (document {self.document + 1})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "document": self.document, "line": self.line}
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """One desired object, as committed."""
+
+    location: Location
+    body: Mapping[str, Any]
+
+    @property
+    def api_version(self) -> str:
+        return str(self.body.get("apiVersion", ""))
+
+    @property
+    def kind(self) -> str:
+        return str(self.body.get("kind", ""))
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        meta = self.body.get("metadata")
+        return meta if isinstance(meta, Mapping) else {}
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str | None:
+        namespace = self.metadata.get("namespace")
+        return str(namespace) if namespace else None
+
+    @property
+    def annotations(self) -> Mapping[str, Any]:
+        annotations = self.metadata.get("annotations")
+        return annotations if isinstance(annotations, Mapping) else {}
+
+    @property
+    def intent_id(self) -> str | None:
+        value = self.annotations.get(contract.ANNOTATION_INTENT_ID)
+        return None if value is None else str(value)
+
+    @property
+    def wave(self) -> int:
+        """The `reconciler.dev/wave` annotation; 0 when absent (validate checks the form)."""
+        try:
+            return int(str(self.annotations.get(contract.ANNOTATION_WAVE, "0")))
+        except ValueError:
+            return 0
+
+    def describe(self) -> str:
+        """`Kind/namespace/name`, or `Kind/name` for an object without a namespace."""
+        if self.namespace:
+            return f"{self.kind}/{self.namespace}/{self.name}"
+        return f"{self.kind}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Intent:
+    """The site's commit point: which intent the manager wants in force."""
+
+    site: str
+    id: str
+    sequence: int | None
+    description: str
+    health_timeout: float
+    prune: bool
+    location: Location
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """Everything one site's reconcile reads from one revision."""
+
+    site: str
+    intent: Intent
+    manifests: tuple[Manifest, ...]
+    crds: tuple[Manifest, ...]
+
+
+def load(*, tree: trees.Tree, site: str, limits: Limits = Limits()) -> Bundle:
+    """Read `sites/<site>/intent.yaml`, its manifests and `crds/` from `tree`.
+
+    Raises BundleError (unreadable, missing, unsafe) or ValidationError (the intent
+    breaks its schema). Manifests are checked later, by validate.check_manifests().
+    """
+    if not contract.SITE_NAME_PATTERN.match(site):
+        raise errors.UsageError(f"invalid site name {site!r}: use lower-case letters, digits, '-'")
+    site_dir = contract.site_dir(site)
+    if not tree.is_dir(site_dir):
+        sites = sorted(p.parts[1] for p in tree.files(contract.SITES_DIR) if len(p.parts) > 2)
+        known = ", ".join(sorted(set(sites))) or "none"
+        raise errors.BundleError(f"{site_dir}/: no such site in the repository (sites: {known})")
+    intent = _load_intent(tree=tree, site=site, limits=limits)
+    manifests = _load_folder(tree=tree, folder=contract.manifests_dir(site), limits=limits)
+    crds = _load_folder(tree=tree, folder=contract.CRDS_DIR, limits=limits)
+    return Bundle(site=site, intent=intent, manifests=manifests, crds=crds)
+
+
+def _load_intent(*, tree: trees.Tree, site: str, limits: Limits) -> Intent:
+    path = contract.intent_path(site)
+    if not tree.exists(path):
+        raise errors.BundleError(
+            f"{path}: missing; every site needs an intent file (kind {contract.INTENT_KIND})"
+        )
+    documents = parse_documents(tree.read(path, max_bytes=limits.max_file_bytes), file=str(path),
+                                limits=limits)
+    if len(documents) != 1:
+        raise errors.BundleError(
+            f"{path}: expected exactly one YAML document, found {len(documents)}"
+        )
+    location, doc = documents[0]
+    findings = validate.check_intent(doc, location=location, site=site)
+    if findings:
+        raise errors.ValidationError(
+            f"{path}: invalid intent: " + "; ".join(f.short() for f in findings),
+            findings=[str(f) for f in findings],
+        )
+    spec = doc["spec"]
+    rollout = spec.get("rollout") or {}
+    return Intent(
+        site=site,
+        id=str(spec["id"]),
+        sequence=spec.get("sequence"),
+        description=str(spec.get("description", "")),
+        health_timeout=durations.parse(rollout.get("healthTimeout", DEFAULT_HEALTH_TIMEOUT)),
+        prune=bool(rollout.get("prune", True)),
+        location=location,
+    )
+
+
+def _load_folder(
+    *, tree: trees.Tree, folder: PurePosixPath, limits: Limits
+) -> tuple[Manifest, ...]:
+    files = [p for p in tree.files(folder) if p.suffix in contract.MANIFEST_SUFFIXES]
+    if len(files) > limits.max_files:
+        raise errors.BundleError(
+            f"{folder}/: {len(files)} files, over the limit of {limits.max_files}"
+        )
+    manifests: list[Manifest] = []
+    for path in files:
+        data = tree.read(path, max_bytes=limits.max_file_bytes)
+        for location, doc in parse_documents(data, file=str(path), limits=limits):
+            if not isinstance(doc, Mapping):
+                raise errors.BundleError(
+                    f"{location}: a manifest must be a mapping (an object), "
+                    f"not {type(doc).__name__}"
+                )
+            manifests.append(Manifest(location=location, body=doc))
+    return tuple(manifests)
+
+
+def parse_documents(
+    data: bytes, *, file: str, limits: Limits = Limits()
+) -> list[tuple[Location, Any]]:
+    """Every non-empty YAML document in `data`, with where it starts."""
+    loader = ruamel_yaml.YAML(typ="safe")
+    try:
+        docs = list(loader.load_all(data))
+    except yaml_error.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise errors.BundleError(f"{where}: invalid YAML: {problem}") from None
+    except (yaml_error.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise errors.BundleError(f"{file}: invalid YAML: {exc}") from None
+    if len(docs) > limits.max_documents:
+        raise errors.BundleError(
+            f"{file}: {len(docs)} documents, over the limit of {limits.max_documents}"
+        )
+    starts = _document_lines(data, len(docs))
+    found: list[tuple[Location, Any]] = []
+    for index, doc in enumerate(docs):
+        if doc is None:
+            continue
+        location = Location(file=file, document=index, line=starts[index])
+        _check_size(doc, location=location, budget=limits.max_nodes)
+        found.append((location, doc))
+    return found
+
+
+def _document_lines(data: bytes, count: int) -> list[int | None]:
+    """The 1-based line each document starts on, from the `---` markers."""
+    markers = [data.count(b"\n", 0, m.start()) + 1 for m in _DOC_START.finditer(data)]
+    first_content = _CONTENT_LINE.search(data)
+    first_line = data.count(b"\n", 0, first_content.start()) + 1 if first_content else 1
+    if not markers or first_line < markers[0]:
+        markers = [first_line, *markers]
+    lines: list[int | None] = [m for m in markers[:count]]
+    return lines + [None] * (count - len(lines))
+
+
+def _check_size(doc: Any, *, location: Location, budget: int) -> None:
+    """Refuse a document with more than `budget` nodes once aliases are expanded."""
+    remaining = budget
+    stack: list[Any] = [doc]
+    while stack:
+        node = stack.pop()
+        remaining -= 1
+        if remaining < 0:
+            raise errors.BundleError(
+                f"{location}: document has more than {budget} nodes once aliases are "
+                "expanded (limit against alias bombs)"
+            )
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, Sequence) and not isinstance(node, str | bytes):
+            stack.extend(node)

@@ -1,0 +1,216 @@
+"""The `reconciler` command line: parse flags, run one command, map errors to exit codes.
+
+Exit codes: 0 ok, 1 failed (refused intent, fetch/parse/apply error), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler import __version__, contract, durations, errors, report, state
+
+log = logging.getLogger("reconciler")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _duration(text: str) -> float:
+    try:
+        return durations.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_sync_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", required=True, metavar="URL",
+                        help="Git repository: a path, file://, git://, http(s):// or ssh:// URL")
+    parser.add_argument("--site", required=True, help="the site to reconcile (sites/<SITE>/)")
+    parser.add_argument("--branch", default=contract.DEFAULT_BRANCH,
+                        help="branch to follow (default: %(default)s)")
+    parser.add_argument("--state-dir", type=Path, default=contract.DEFAULT_STATE_DIR,
+                        help="where <site>.json is kept (default: %(default)s)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="Git cache that survives restarts (default: <state-dir>/../cache)")
+    parser.add_argument("--kubeconfig", type=Path, default=None,
+                        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    parser.add_argument("--context", default=None, help="kubeconfig context to use")
+    parser.add_argument("--allow-history-rewrite", action="store_true",
+                        help="accept a new head that does not descend from the last fetched one")
+    parser.add_argument("--force-conflicts", action="store_true",
+                        help="take over fields another field manager owns (server-side apply)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconciler", formatter_class=_Formatter,
+        description="An intent-fenced GitOps reconciler: applies only the manifests that "
+                    "carry a site's accepted intent id, and drops the rest as stale.",
+        epilog="examples:\n"
+               "  reconciler demo\n"
+               "  reconciler sync --repo https://git.example.com/fleet.git --site edge-sfo-01\n"
+               "  reconciler status --site edge-sfo-01 -o json\n"
+               "  reconciler local-cluster --port 8001 --kubeconfig-out local.kubeconfig\n",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sync = commands.add_parser(
+        "sync", formatter_class=_Formatter,
+        help="one reconcile pass of one site, then exit",
+        description="Fetch the branch, read the site's intent and manifests, accept or refuse "
+                    "the intent, apply the manifests that carry it, record the outcome.\n"
+                    "Exit 0 when the site holds the accepted intent, 1 when the intent was "
+                    "refused or anything failed, 2 on a usage error. Drops alone do not fail.",
+        epilog="examples:\n"
+               "  reconciler sync --repo ./fleet --site edge-sfo-01\n"
+               "  reconciler sync --repo git://git.lab:9418/fleet.git --site edge-nyc-02 \\\n"
+               "      --branch production --state-dir /var/lib/reconciler \\\n"
+               "      --kubeconfig edge.kubeconfig\n",
+    )
+    _add_sync_flags(sync)
+    sync.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    status = commands.add_parser(
+        "status", formatter_class=_Formatter, help="show a site's accepted intent, last sync, "
+        "drops, errors and history",
+        epilog="examples:\n"
+               "  reconciler status --site edge-sfo-01\n"
+               "  reconciler status --state-dir /var/lib/reconciler --site edge-sfo-01 -o json\n",
+    )
+    status.add_argument("--state-dir", type=Path, default=contract.DEFAULT_STATE_DIR,
+                        help="where <site>.json is kept (default: %(default)s)")
+    status.add_argument("--site", default=None,
+                        help="the site (default: the only site in the state dir)")
+    status.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    local = commands.add_parser(
+        "local-cluster", formatter_class=_Formatter,
+        help="serve the embedded local Kubernetes API on loopback",
+        description="An in-memory Kubernetes API server for the demo, tests and trying things "
+                    "out: discovery, server-side apply, CRDs, status, watches, and simulated "
+                    "controllers that bring WorkloadClusters and NetworkFunctions to Ready.",
+        epilog="examples:\n"
+               "  reconciler local-cluster --port 8001 --kubeconfig-out local.kubeconfig\n"
+               "  kubectl --kubeconfig local.kubeconfig get namespaces\n"
+               "  reconciler local-cluster --request-log requests.jsonl --ready-delay 5s\n",
+    )
+    local.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    local.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    local.add_argument("--kubeconfig-out", type=Path, default=None,
+                       help="write a kubeconfig for the cluster here")
+    local.add_argument("--request-log", type=Path, default=None,
+                       help="append one JSON line per API request served")
+    local.add_argument("--ready-delay", type=_duration, default=2.0,
+                       help="seconds the simulated controllers take to reach Ready "
+                            "(default: 2s)")
+
+    demo = commands.add_parser(
+        "demo", formatter_class=_Formatter,
+        help="the whole story on the embedded local cluster, in under a minute",
+        description="Starts the local cluster, makes a Git repository from the sample, syncs "
+                    "edge-sfo-01, lands a second intent in which one manifest still carries the "
+                    "old id, syncs again, and shows what was accepted, applied and dropped.",
+    )
+    demo.add_argument("--workdir", type=Path, default=None,
+                      help="keep the demo's repository and state here (default: a temp dir)")
+    demo.add_argument("--ready-delay", type=_duration, default=1.0,
+                      help="simulated controllers' delay to Ready (default: 1s)")
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
+                                           datefmt="%H:%M:%S"))
+    root = logging.getLogger("reconciler")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    try:
+        return _COMMANDS[args.command](args)
+    except errors.UsageError as exc:
+        print(f"reconciler: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except errors.ReconcilerError as exc:
+        print(f"reconciler: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from reconciler import kube, reconcile
+
+    cache_dir = args.cache_dir or args.state_dir.parent / "cache"
+    options = reconcile.Options(url=args.repo, site=args.site, branch=args.branch,
+                                cache_dir=cache_dir,
+                                allow_history_rewrite=args.allow_history_rewrite)
+    store = state.FileStateStore(state_dir=args.state_dir, site=args.site)
+    target = kube.connect(kubeconfig=args.kubeconfig, context=args.context,
+                          force_conflicts=args.force_conflicts)
+    try:
+        with store.lock():
+            result = reconcile.sync_once(options=options, store=store, target=target)
+    finally:
+        target.close()
+    print(report.sync_json(result) if args.output == "json" else report.sync_text(result))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    site = args.site
+    if site is None:
+        sites = state.sites_in(args.state_dir)
+        if len(sites) != 1:
+            known = ", ".join(sites) or "none"
+            raise errors.UsageError(
+                f"--site is required: {args.state_dir} holds state for {len(sites)} sites "
+                f"({known})")
+        site = sites[0]
+    store = state.FileStateStore(state_dir=args.state_dir, site=site)
+    if not store.path.exists():
+        raise errors.UsageError(
+            f"no state for site {site!r} in {args.state_dir} (has it been synced? sites "
+            f"there: {', '.join(state.sites_in(args.state_dir)) or 'none'})")
+    current = store.load()
+    print(report.status_json(current) if args.output == "json" else report.status_text(current))
+    return EXIT_OK
+
+
+def _cmd_local_cluster(args: argparse.Namespace) -> int:
+    from reconciler import localcluster
+
+    return localcluster.run(host=args.host, port=args.port, kubeconfig_out=args.kubeconfig_out,
+                            request_log=args.request_log, ready_delay=args.ready_delay)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from reconciler import demo
+
+    return demo.run(workdir=args.workdir, ready_delay=args.ready_delay)
+
+
+_COMMANDS = {
+    "sync": _cmd_sync,
+    "status": _cmd_status,
+    "local-cluster": _cmd_local_cluster,
+    "demo": _cmd_demo,
+}
+

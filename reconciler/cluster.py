@@ -1,0 +1,105 @@
+"""The narrow port through which the reconciler reaches a cluster. Implemented by kube.py.
+
+Stages depend on this Protocol only; unit tests fake it. Nothing here imports the
+kubernetes client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class ObjectRef:
+    """Which object: enough to find it on any cluster."""
+
+    api_version: str
+    kind: str
+    namespace: str | None
+    name: str
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def inventory_id(self) -> str:
+        """`<namespace>_<name>_<group>_<Kind>`: the stable id the inventory is keyed by."""
+        return f"{self.namespace or ''}_{self.name}_{self.group}_{self.kind}"
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind}/{self.namespace}/{self.name}"
+        return f"{self.kind}/{self.name}"
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> ObjectRef:
+        meta = obj.get("metadata") or {}
+        return cls(
+            api_version=str(obj.get("apiVersion", "")),
+            kind=str(obj.get("kind", "")),
+            namespace=meta.get("namespace") or None,
+            name=str(meta.get("name", "")),
+        )
+
+
+class Change(enum.StrEnum):
+    """What an apply did to the live object."""
+
+    CREATED = "created"
+    CONFIGURED = "configured"
+    UNCHANGED = "unchanged"
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    """The result of one server-side apply."""
+
+    ref: ObjectRef
+    created: bool  # the server answered 201: the object did not exist
+    resource_version: str | None
+    generation: int | None
+    live: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """What discovery knows of one kind."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+
+class Cluster(Protocol):
+    """Apply, get, list by label, delete, discovery. Errors are errors.ClusterError."""
+
+    def resource(self, *, api_version: str, kind: str) -> Resource:
+        """The kind's resource; NotFoundError when the cluster does not serve it."""
+        ...
+
+    def refresh_discovery(self) -> None:
+        """Forget what discovery cached, so newly established CRDs are seen."""
+        ...
+
+    def apply(self, obj: Mapping[str, Any], *, force: bool = False,
+              dry_run: bool = False) -> Applied:
+        """Server-side apply of `obj` with the reconciler's field manager."""
+        ...
+
+    def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """The live object, or None when it does not exist."""
+        ...
+
+    def list(self, *, api_version: str, kind: str, label_selector: str,
+             namespace: str | None = None) -> list[dict[str, Any]]:
+        """Objects of one kind matching a label selector (all namespaces by default)."""
+        ...
+
+    def delete(self, ref: ObjectRef) -> bool:
+        """Delete the object; False when it was already gone."""
+        ...

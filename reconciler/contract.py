@@ -1,0 +1,81 @@
+"""The public contract between the manager and the sites: keys, kinds, and the repo layout.
+
+Every other module imports these names from here; nothing else spells them out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+# Annotations the manager puts on manifests.
+ANNOTATION_PREFIX = "reconciler.dev/"
+ANNOTATION_INTENT_ID = ANNOTATION_PREFIX + "intent-id"
+ANNOTATION_WAVE = ANNOTATION_PREFIX + "wave"
+ANNOTATION_PRUNE = ANNOTATION_PREFIX + "prune"
+
+# Labels the reconciler adds to everything it applies.
+LABEL_SITE = ANNOTATION_PREFIX + "site"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "reconciler"
+
+# The server-side apply field manager.
+FIELD_MANAGER = "reconciler"
+
+# The Intent document.
+INTENT_API_VERSION = "reconciler.dev/v1alpha1"
+INTENT_KIND = "Intent"
+INTENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+
+# Commit trailers the manager writes.
+TRAILER_INTENT_ID = "Intent-Id"
+TRAILER_SITE = "Site"
+
+# Repository layout.
+SITES_DIR = PurePosixPath("sites")
+CRDS_DIR = PurePosixPath("crds")
+INTENT_FILE = "intent.yaml"
+MANIFESTS_DIR = "manifests"
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+
+# Defaults.
+DEFAULT_STATE_DIR = Path(".reconciler/state")
+DEFAULT_CACHE_DIR = Path(".reconciler/cache")
+DEFAULT_BRANCH = "main"
+
+SITE_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+
+
+def site_dir(site: str) -> PurePosixPath:
+    """The folder of one site in the repository: `sites/<site>`."""
+    return SITES_DIR / site
+
+
+def intent_path(site: str) -> PurePosixPath:
+    """The site's commit point: `sites/<site>/intent.yaml`."""
+    return site_dir(site) / INTENT_FILE
+
+
+def manifests_dir(site: str) -> PurePosixPath:
+    """Where the site's desired manifests live: `sites/<site>/manifests`."""
+    return site_dir(site) / MANIFESTS_DIR
+
+
+def home() -> Path:
+    """Where the shipped data (schemas/, sample-repo/) lives.
+
+    `RECONCILER_HOME` in the container image; the source checkout otherwise.
+    """
+    env = os.environ.get("RECONCILER_HOME")
+    return Path(env) if env else Path(__file__).resolve().parent.parent
+
+
+def schemas_dir() -> Path:
+    """The folder of JSON Schemas: intent, state, and the sample kinds."""
+    return home() / "schemas"
+
+
+def sample_repo_dir() -> Path:
+    """The telco sample repository the demo and the tests start from."""
+    return home() / "sample-repo"

@@ -1,0 +1,112 @@
+"""The intent fence: accept, keep or refuse an intent, and split manifests. Pure logic.
+
+Called by reconcile.sync_once() with the recorded state and a freshly read bundle; it does
+no I/O, so every rule of the protocol is pinned by fast unit tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Collection, Sequence
+
+from reconciler import bundle
+
+
+class Verdict(enum.StrEnum):
+    ACCEPT = "accept"  # a new intent: record it, then roll it out
+    KEEP = "keep"  # the accepted intent again: converge to it
+    REFUSE = "refuse"  # stale or replayed: the accepted intent stays in force
+
+
+@dataclasses.dataclass(frozen=True)
+class Accepted:
+    """The intent in force at a site, as recorded in the state store."""
+
+    id: str
+    sequence: int | None
+    commit: str
+    accepted_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Drop:
+    """A manifest that was not applied, and why."""
+
+    location: bundle.Location
+    object: str  # Kind/namespace/name
+    carried: str | None  # the intent id it carried, None when it had none
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What to do with one revision of one site."""
+
+    verdict: Verdict
+    intent_id: str  # the intent in force after this decision
+    reason: str
+    apply: tuple[bundle.Manifest, ...] = ()
+    drops: tuple[Drop, ...] = ()
+
+
+def decide(
+    *,
+    accepted: Accepted | None,
+    superseded: Collection[str],
+    intent: bundle.Intent,
+    manifests: Sequence[bundle.Manifest],
+) -> Decision:
+    """Decide on `intent` given what is in force, then fence the manifests.
+
+    `superseded` holds the ids of intents this site accepted before and has since
+    replaced: one of those coming back (a replayed push, a stale branch) is refused.
+    """
+    if accepted is not None and intent.id != accepted.id:
+        refusal = _refusal(accepted=accepted, superseded=superseded, intent=intent)
+        if refusal:
+            return Decision(verdict=Verdict.REFUSE, intent_id=accepted.id, reason=refusal)
+    if accepted is None:
+        verdict, reason = Verdict.ACCEPT, f"first intent {intent.id!r} for this site"
+    elif intent.id == accepted.id:
+        verdict, reason = Verdict.KEEP, f"intent {intent.id!r} is already accepted"
+    else:
+        verdict, reason = Verdict.ACCEPT, f"new intent {intent.id!r} supersedes {accepted.id!r}"
+    apply, drops = split(intent_id=intent.id, manifests=manifests)
+    return Decision(verdict=verdict, intent_id=intent.id, reason=reason, apply=apply, drops=drops)
+
+
+def _refusal(*, accepted: Accepted, superseded: Collection[str], intent: bundle.Intent) -> str:
+    both = intent.sequence is not None and accepted.sequence is not None
+    if both and intent.sequence <= accepted.sequence:  # type: ignore[operator]
+        return (
+            f"intent {intent.id!r} has sequence {intent.sequence}, not higher than "
+            f"{accepted.sequence} of the accepted intent {accepted.id!r}"
+        )
+    if intent.id in superseded:
+        return (
+            f"intent {intent.id!r} was accepted before and has been superseded; "
+            "a rollback needs a new intent id"
+        )
+    return ""
+
+
+def split(
+    *, intent_id: str, manifests: Sequence[bundle.Manifest]
+) -> tuple[tuple[bundle.Manifest, ...], tuple[Drop, ...]]:
+    """Manifests carrying `intent_id` to apply; every other one dropped with its reason."""
+    apply: list[bundle.Manifest] = []
+    drops: list[Drop] = []
+    for manifest in manifests:
+        carried = manifest.intent_id
+        if carried == intent_id:
+            apply.append(manifest)
+            continue
+        reason = (
+            f"carries intent {carried!r}, not the accepted {intent_id!r}"
+            if carried is not None
+            else f"carries no intent id; the accepted intent is {intent_id!r}"
+        )
+        drops.append(Drop(location=manifest.location, object=manifest.describe(),
+                          carried=carried, reason=reason))
+    return tuple(apply), tuple(drops)

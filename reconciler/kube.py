@@ -1,0 +1,229 @@
+"""The real Cluster adapter: the official `kubernetes` client, server-side apply.
+
+The only module of the reconciler that imports the client. HTTP errors are mapped here,
+once, to errors.ClusterError and its kinds, each saying whether a retry can help.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+import urllib3
+
+from reconciler import cluster, contract, errors
+
+_TIMEOUT = (5.0, 30.0)  # connect, read: seconds
+
+
+def connect(*, kubeconfig: Path | None = None, context: str | None = None,
+            force_conflicts: bool = False) -> KubeCluster:
+    """A cluster from `--kubeconfig`, `$KUBECONFIG`, `~/.kube/config`, or in-cluster config."""
+    configuration = kubernetes.client.Configuration()
+    path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG", "")
+    default = Path.home() / ".kube" / "config"
+    try:
+        if not path and not default.exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        else:
+            kubernetes.config.load_kube_config(
+                config_file=path or str(default), context=context,
+                client_configuration=configuration, persist_config=False,
+            )
+    except (kubernetes.config.ConfigException, OSError, TypeError, ValueError) as exc:
+        where = path or str(default)
+        raise errors.UsageError(f"cannot load cluster config from {where}: {exc}") from None
+    return KubeCluster(kubernetes.client.ApiClient(configuration), force_conflicts=force_conflicts)
+
+
+class KubeCluster:
+    """The Cluster port over a kubernetes ApiClient."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, *, force_conflicts: bool = False) -> None:
+        self._api = api
+        self._force_conflicts = force_conflicts
+        self._lock = threading.Lock()
+        self._resources: dict[tuple[str, str], cluster.Resource] | None = None
+        self.server = api.configuration.host
+
+    # --- HTTP ---------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
+                 body: Any = None, content_type: str = "application/json",
+                 what: str = "") -> tuple[int, Any]:
+        """One request; returns (status, decoded body). Transport errors are ClusterError."""
+        headers = {"Accept": "application/json", "User-Agent": "intent-reconciler"}
+        payload = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            payload = json.dumps(body).encode()
+        method, url, headers, payload, _ = self._api.param_serialize(
+            method=method, resource_path=path, query_params=query or [],
+            header_params=headers, body=payload, auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(method, url, header_params=headers, body=payload,
+                                          _request_timeout=_TIMEOUT)
+            raw = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise errors.ClusterError(
+                f"{what or path}: cannot reach the API server at {self.server}: "
+                f"{type(exc).__name__}", retryable=True,
+            ) from None
+        except kubernetes.client.ApiException as exc:
+            raise errors.ClusterError(f"{what or path}: {exc.reason}", retryable=True) from None
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = None
+        return response.status, data
+
+    @staticmethod
+    def _fail(status: int, data: Any, *, what: str, action: str) -> errors.ClusterError:
+        message = data.get("message") if isinstance(data, dict) else None
+        reason = data.get("reason") if isinstance(data, dict) else None
+        text = f"{what} {action} failed: {message or f'HTTP {status}'}"
+        if status == 404:
+            return errors.NotFoundError(text, status=status)
+        if status == 409 and action == "apply":
+            return errors.ConflictError(
+                text + " (another field manager owns these fields; --force-conflicts takes them)",
+                status=status,
+            )
+        retryable = status in (408, 429) or status >= 500 or reason == "ServerTimeout"
+        kind = errors.ApplyError if action == "apply" else errors.ClusterError
+        return kind(text, retryable=retryable, status=status)
+
+    # --- discovery ----------------------------------------------------------------------
+
+    def _discover(self) -> dict[tuple[str, str], cluster.Resource]:
+        found: dict[tuple[str, str], cluster.Resource] = {}
+        versions = [("/api/v1", "v1")]
+        status, groups = self._request("GET", "/apis", what="discovery")
+        if status != 200:
+            raise self._fail(status, groups, what="discovery of /apis", action="read")
+        for group in groups.get("groups", []):
+            for version in group.get("versions", []):
+                gv = version["groupVersion"]
+                versions.append((f"/apis/{gv}", gv))
+        for path, gv in versions:
+            status, data = self._request("GET", path, what="discovery")
+            if status == 404:
+                continue  # a group went away between the two calls
+            if status != 200:
+                raise self._fail(status, data, what=f"discovery of {path}", action="read")
+            for item in data.get("resources", []):
+                if "/" in item["name"]:
+                    continue  # subresources
+                found[(gv, item["kind"])] = cluster.Resource(
+                    api_version=gv, kind=item["kind"], plural=item["name"],
+                    namespaced=bool(item.get("namespaced")),
+                )
+        return found
+
+    def refresh_discovery(self) -> None:
+        with self._lock:
+            self._resources = None
+
+    def resource(self, *, api_version: str, kind: str) -> cluster.Resource:
+        with self._lock:
+            if self._resources is None:
+                self._resources = self._discover()
+            found = self._resources.get((api_version, kind))
+            if found is None:
+                # A CRD applied moments ago may be served now: look once more.
+                self._resources = self._discover()
+                found = self._resources.get((api_version, kind))
+        if found is None:
+            raise errors.NotFoundError(
+                f"the cluster does not serve kind {kind!r} in {api_version!r} "
+                "(is its CRD installed?)", retryable=True,
+            )
+        return found
+
+    def _path(self, res: cluster.Resource, namespace: str | None, name: str | None = None) -> str:
+        base = "/api/v1" if res.api_version == "v1" else f"/apis/{res.api_version}"
+        if res.namespaced and namespace:
+            base += f"/namespaces/{urllib.parse.quote(namespace)}"
+        base += f"/{res.plural}"
+        return base + (f"/{urllib.parse.quote(name)}" if name else "")
+
+    # --- verbs --------------------------------------------------------------------------
+
+    def apply(self, obj: Mapping[str, Any], *, force: bool = False,
+              dry_run: bool = False) -> cluster.Applied:
+        ref = cluster.ObjectRef.of(obj)
+        res = self.resource(api_version=ref.api_version, kind=ref.kind)
+        namespace = ref.namespace or ("default" if res.namespaced else None)
+        body = dict(obj)
+        if res.namespaced and not ref.namespace:
+            body["metadata"] = {**body["metadata"], "namespace": namespace}
+        elif not res.namespaced and ref.namespace:
+            body["metadata"] = {k: v for k, v in body["metadata"].items() if k != "namespace"}
+        query = [("fieldManager", contract.FIELD_MANAGER)]
+        if force or self._force_conflicts:
+            query.append(("force", "true"))
+        if dry_run:
+            query.append(("dryRun", "All"))
+        status, data = self._request(
+            "PATCH", self._path(res, namespace, ref.name), query=query, body=body,
+            content_type="application/apply-patch+yaml", what=str(ref),
+        )
+        if status not in (200, 201):
+            raise self._fail(status, data, what=str(ref), action="apply")
+        meta = data.get("metadata", {})
+        return cluster.Applied(
+            ref=cluster.ObjectRef.of(data), created=status == 201,
+            resource_version=meta.get("resourceVersion"), generation=meta.get("generation"),
+            live=data,
+        )
+
+    def get(self, ref: cluster.ObjectRef) -> dict[str, Any] | None:
+        res = self.resource(api_version=ref.api_version, kind=ref.kind)
+        status, data = self._request("GET", self._path(res, ref.namespace, ref.name),
+                                     what=str(ref))
+        if status == 404:
+            return None
+        if status != 200:
+            raise self._fail(status, data, what=str(ref), action="read")
+        result: dict[str, Any] = data
+        return result
+
+    def list(self, *, api_version: str, kind: str, label_selector: str,
+             namespace: str | None = None) -> list[dict[str, Any]]:
+        res = self.resource(api_version=api_version, kind=kind)
+        status, data = self._request(
+            "GET", self._path(res, namespace), query=[("labelSelector", label_selector)],
+            what=f"list {kind}",
+        )
+        if status != 200:
+            raise self._fail(status, data, what=f"{kind} list", action="read")
+        items: list[dict[str, Any]] = []
+        for item in data.get("items", []):
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+            items.append(item)
+        return items
+
+    def delete(self, ref: cluster.ObjectRef) -> bool:
+        res = self.resource(api_version=ref.api_version, kind=ref.kind)
+        status, data = self._request(
+            "DELETE", self._path(res, ref.namespace, ref.name),
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            what=str(ref),
+        )
+        if status == 404:
+            return False
+        if status not in (200, 202):
+            raise self._fail(status, data, what=str(ref), action="delete")
+        return True
+
+    def close(self) -> None:
+        self._api.close()
