@@ -1,0 +1,87 @@
+"""A fake of our own Cluster port, for unit tests of the pipeline. Never fakes a library."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from reconciler import cluster, errors
+
+CORE_KINDS = {
+    ("v1", "Namespace"): False, ("v1", "ConfigMap"): True, ("v1", "Secret"): True,
+    ("v1", "ServiceAccount"): True, ("v1", "Service"): True, ("apps/v1", "Deployment"): True,
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): False,
+}
+
+
+class FakeCluster:
+    """Objects in a dict; a resourceVersion that moves only when an object changes."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[tuple[str, str], bool] = dict(CORE_KINDS)
+        self.objects: dict[cluster.ObjectRef, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []  # (verb, "Kind/ns/name")
+        self.fail: dict[str, errors.ClusterError] = {}  # "Kind/ns/name" -> error to raise
+        self._version = 0
+
+    def resource(self, *, api_version: str, kind: str) -> cluster.Resource:
+        if (api_version, kind) not in self.kinds:
+            raise errors.NotFoundError(f"no kind {kind} in {api_version}", retryable=True)
+        return cluster.Resource(api_version=api_version, kind=kind, plural=kind.lower() + "s",
+                                namespaced=self.kinds[(api_version, kind)])
+
+    def refresh_discovery(self) -> None:
+        self.calls.append(("discovery", ""))
+
+    def apply(self, obj: Mapping[str, Any], *, force: bool = False,
+              dry_run: bool = False) -> cluster.Applied:
+        ref = cluster.ObjectRef.of(obj)
+        self.resource(api_version=ref.api_version, kind=ref.kind)
+        self.calls.append(("apply", str(ref)))
+        if str(ref) in self.fail:
+            raise self.fail[str(ref)]
+        before = self.objects.get(ref)
+        desired = copy.deepcopy(dict(obj))
+        created = before is None
+        if created or _content(before) != _content(desired):
+            self._version += 1
+            desired["metadata"]["resourceVersion"] = str(self._version)
+            if not dry_run:
+                self.objects[ref] = desired
+            if ref.kind == "CustomResourceDefinition" and not dry_run:
+                spec = desired["spec"]
+                for version in spec["versions"]:
+                    key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
+                    self.kinds[key] = spec.get("scope") == "Namespaced"
+        else:
+            desired = before
+        return cluster.Applied(ref=ref, created=created,
+                               resource_version=desired["metadata"]["resourceVersion"],
+                               generation=None, live=desired)
+
+    def get(self, ref: cluster.ObjectRef) -> dict[str, Any] | None:
+        self.calls.append(("get", str(ref)))
+        return copy.deepcopy(self.objects.get(ref))
+
+    def list(self, *, api_version: str, kind: str, label_selector: str,
+             namespace: str | None = None) -> list[dict[str, Any]]:
+        self.calls.append(("list", kind))
+        key, _, value = label_selector.partition("=")
+        return [copy.deepcopy(o) for r, o in self.objects.items()
+                if (r.api_version, r.kind) == (api_version, kind)
+                and o["metadata"].get("labels", {}).get(key) == value]
+
+    def delete(self, ref: cluster.ObjectRef) -> bool:
+        self.calls.append(("delete", str(ref)))
+        return self.objects.pop(ref, None) is not None
+
+    def applied(self) -> list[str]:
+        """Every object an apply was sent for, in order."""
+        return [what for verb, what in self.calls if verb == "apply"]
+
+
+def _content(obj: Mapping[str, Any]) -> Any:
+    body = copy.deepcopy(dict(obj))
+    body.get("metadata", {}).pop("resourceVersion", None)
+    return body
