@@ -17,7 +17,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
-    RECONCILER_HOME=/opt/reconciler
+    RECONCILER_HOME=/opt/reconciler \
+    RECONCILER_STATE_DIR=/var/lib/reconciler
 
 RUN python3 -m venv /opt/venv
 

@@ -38,7 +38,7 @@ def _add_sync_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, default=contract.DEFAULT_STATE_DIR,
                         help="where <site>.json is kept (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="Git cache that survives restarts (default: <state-dir>/../cache)")
+                        help="Git cache that survives restarts (default: <state-dir>/.git-cache)")
     parser.add_argument("--kubeconfig", type=Path, default=None,
                         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     parser.add_argument("--context", default=None, help="kubeconfig context to use")
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _cmd_sync(args: argparse.Namespace) -> int:
     from reconciler import kube, reconcile
 
-    cache_dir = args.cache_dir or args.state_dir.parent / "cache"
+    cache_dir = args.cache_dir or args.state_dir / contract.CACHE_DIR_NAME
     options = reconcile.Options(url=args.repo, site=args.site, branch=args.branch,
                                 cache_dir=cache_dir,
                                 allow_history_rewrite=args.allow_history_rewrite)

@@ -40,8 +40,9 @@ MANIFESTS_DIR = "manifests"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 
 # Defaults.
-DEFAULT_STATE_DIR = Path(".reconciler/state")
-DEFAULT_CACHE_DIR = Path(".reconciler/cache")
+DEFAULT_STATE_DIR = Path(os.environ.get("RECONCILER_STATE_DIR", ".reconciler/state"))
+CACHE_DIR_NAME = ".git-cache"  # inside the state dir unless --cache-dir says otherwise
+DEFAULT_CACHE_DIR = DEFAULT_STATE_DIR / CACHE_DIR_NAME
 DEFAULT_BRANCH = "main"
 
 SITE_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import os
 import re
 import urllib.parse
 from pathlib import Path
@@ -18,6 +19,13 @@ import git
 
 from reconciler import errors
 
+# A reconciler runs unattended: git must fail rather than prompt for a password or a host key.
+_NON_INTERACTIVE = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_ASKPASS": "true",
+    "SSH_ASKPASS": "true",
+    "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+}
 _SCP_LIKE = re.compile(r"^(?P<user>[^@/]+@)?(?P<host>[^:/]+):(?P<path>.+)$")
 
 
@@ -85,7 +93,8 @@ class Source:
         repo = self._repo()
         refspec = f"+refs/heads/{self.branch}:{self._ref}"
         try:
-            repo.git.fetch("--no-tags", "--prune", self.url, refspec)
+            with repo.git.custom_environment(**_NON_INTERACTIVE):
+                repo.git.fetch("--no-tags", "--prune", self.url, refspec)
         except git.GitCommandError as exc:
             detail = _clean_git_error(exc, self.url, self.display_url)
             raise errors.SourceError(
