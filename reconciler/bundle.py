@@ -20,8 +20,9 @@ from ruamel.yaml import error as yaml_error
 from reconciler import contract, durations, errors, validate
 from reconciler import tree as trees
 
-_DOC_START = re.compile(rb"^---(?:[ \t]|$)", re.MULTILINE)
-_CONTENT_LINE = re.compile(rb"^(?![ \t]*(?:#|$)|%)", re.MULTILINE)
+_DOC_START = re.compile(rb"^---(?:[ \t]|\r?$)")
+_DOC_END = re.compile(rb"^\.\.\.(?:[ \t]|\r?$)")
+_NOT_CONTENT = re.compile(rb"^(?:[ \t]*(?:#.*)?\r?$|%)")  # blank, comment, or directive
 
 DEFAULT_HEALTH_TIMEOUT = 600.0
 
@@ -215,6 +216,8 @@ def parse_documents(
         raise errors.BundleError(f"{where}: invalid YAML: {problem}") from None
     except (yaml_error.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise errors.BundleError(f"{file}: invalid YAML: {exc}") from None
+    except TypeError as exc:  # e.g. a list used as a mapping key: unhashable
+        raise errors.BundleError(f"{file}: invalid YAML: unsupported mapping key ({exc})") from None
     if len(docs) > limits.max_documents:
         raise errors.BundleError(
             f"{file}: {len(docs)} documents, over the limit of {limits.max_documents}"
@@ -231,14 +234,24 @@ def parse_documents(
 
 
 def _document_lines(data: bytes, count: int) -> list[int | None]:
-    """The 1-based line each document starts on, from the `---` markers."""
-    markers = [data.count(b"\n", 0, m.start()) + 1 for m in _DOC_START.finditer(data)]
-    first_content = _CONTENT_LINE.search(data)
-    first_line = data.count(b"\n", 0, first_content.start()) + 1 if first_content else 1
-    if not markers or first_line < markers[0]:
-        markers = [first_line, *markers]
-    lines: list[int | None] = [m for m in markers[:count]]
-    return lines + [None] * (count - len(lines))
+    """The 1-based line each document starts on.
+
+    A document starts at a `---` line, or at the first content line when no document is
+    open (at the top of the file, or after a `...` end marker).
+    """
+    starts: list[int | None] = []
+    open_document = False
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if _DOC_START.match(line):
+            starts.append(number)
+            open_document = True
+        elif _DOC_END.match(line):
+            open_document = False
+        elif not open_document and not _NOT_CONTENT.match(line):
+            starts.append(number)
+            open_document = True
+    starts = starts[:count]
+    return starts + [None] * (count - len(starts))
 
 
 def _check_size(doc: Any, *, location: Location, budget: int) -> None:

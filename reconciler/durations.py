@@ -23,12 +23,15 @@ def parse(text: str | int | float) -> float:
 
 
 def format_seconds(seconds: float) -> str:
-    """A short human form: `850ms`, `12s`, `4m05s`, `1h02m`."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
-    minutes, secs = divmod(int(seconds), 60)
+    """A short human form: `850ms`, `2.5s`, `12s`, `4m05s`, `1h02m` (rounded, then unit)."""
+    if round(seconds * 1000) < 1000:
+        return f"{round(seconds * 1000)}ms"
+    if round(seconds, 1) < 10:
+        return f"{round(seconds, 1):.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)

@@ -47,13 +47,17 @@ def redact_url(url: str) -> str:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None and not (parts.username and parts.scheme in ("http", "https")):
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.password is not None else "***@"
-    return urllib.parse.urlunsplit(parts._replace(netloc=user + host))
+    user, colon, _ = userinfo.partition(":")
+    if colon:
+        netloc = f"{user}:***@{hostport}"
+    elif parts.scheme in ("http", "https"):
+        netloc = f"***@{hostport}"  # a bare token in the user part
+    else:
+        return url  # ssh://git@host: a user name, not a secret
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def normalize_url(url: str) -> str:
@@ -141,6 +145,6 @@ def _clean_git_error(exc: git.GitCommandError, url: str, display: str) -> str:
     stderr = re.sub(r"stderr:\s*", "", stderr).strip().strip("'").strip()
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     fatal = [line for line in lines if line.startswith("fatal:")]
-    text = (fatal or lines or [f"git exited with {exc.status}"])[-1]
+    text = "; ".join(fatal) if fatal else (lines or [f"git exited with {exc.status}"])[-1]
     # A token in a URL can still come back from git in another spelling: remove userinfo.
     return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)

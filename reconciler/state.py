@@ -281,6 +281,11 @@ class FileStateStore:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return SiteState(site=self.site)
+        except UnicodeDecodeError as exc:
+            raise errors.StateError(
+                f"{self.path}: corrupt state file (not UTF-8 at byte {exc.start}); it was left "
+                "untouched: repair it, or move it aside to start the site afresh"
+            ) from None
         except OSError as exc:
             raise errors.StateError(f"{self.path}: cannot read state file: {exc}") from exc
         try:

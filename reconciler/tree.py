@@ -89,9 +89,17 @@ class DirTree:
         self._root = root.resolve()
 
     def _path(self, path: PurePosixPath) -> Path:
+        """The on-disk path, refusing `..` escapes and a symlink anywhere along the way."""
         full = (self._root / path).resolve()
         if full != self._root and self._root not in full.parents:
             raise errors.BundleError(f"{path}: path escapes the repository root")
+        step = self._root
+        for part in path.parts:
+            step = step / part
+            if step.is_symlink():
+                rel = step.relative_to(self._root).as_posix()
+                raise errors.BundleError(
+                    f"{rel}: symbolic links are not allowed in a site's files")
         return full
 
     def exists(self, path: PurePosixPath) -> bool:
@@ -101,7 +109,7 @@ class DirTree:
         return self._path(path).is_dir()
 
     def files(self, under: PurePosixPath) -> Iterator[PurePosixPath]:
-        base = self._root / under
+        base = self._path(under)
         if not base.is_dir():
             return iter(())
         found: list[PurePosixPath] = []
@@ -116,8 +124,8 @@ class DirTree:
 
     def read(self, path: PurePosixPath, *, max_bytes: int) -> bytes:
         full = self._path(path)
-        if (self._root / path).is_symlink():
-            raise errors.BundleError(f"{path}: symbolic links are not allowed in a site's files")
+        if not full.is_file():
+            raise errors.BundleError(f"{path}: not a file")
         size = full.stat().st_size
         if size > max_bytes:
             raise errors.BundleError(

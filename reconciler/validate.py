@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # bundle imports this module; the names are only for annotati
     from reconciler import bundle
 
 INTENT_SCHEMA = "intent.schema.json"
+_WAVE = re.compile(r"-?[0-9]+")
 STATE_SCHEMA = "state.schema.json"
 
 
@@ -154,7 +156,7 @@ def _check_manifest(manifest: bundle.Manifest) -> list[Finding]:
                      f"value must be a string, not {type(value).__name__} (quote it)",
                      rule="metadata")
     wave = manifest.annotations.get(contract.ANNOTATION_WAVE)
-    if isinstance(wave, str) and not wave.lstrip("-").isdigit():
+    if isinstance(wave, str) and not _WAVE.fullmatch(wave):
         need(f"$.metadata.annotations['{contract.ANNOTATION_WAVE}']",
              f"wave must be an integer, not {wave!r}", rule="wave")
     intent_id = manifest.intent_id

@@ -1,0 +1,282 @@
+"""The kinds the local cluster serves (built-in and from CRDs) and their discovery documents.
+
+Called by the store (to resolve kinds and rebuild after CRD changes) and by the API handlers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+CR_VERBS = ("delete", "deletecollection", "get", "list", "patch", "create", "update", "watch")
+NAMESPACE_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
+STATUS_VERBS = ("get", "patch", "update")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceType:
+    """One served resource: where it lives in the API and how its objects behave."""
+
+    group: str
+    version: str
+    plural: str
+    singular: str
+    kind: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = VERBS
+    has_status: bool = False  # a status subresource: main writes keep status, /status only status
+    custom: bool = False  # served from a CRD
+    storage_version: str = ""
+    schema: Mapping[str, Any] | None = None  # openAPIV3Schema of this version, for custom kinds
+    printer_columns: tuple[Mapping[str, Any], ...] = ()
+    returns_deleted: bool = False  # DELETE answers with the object instead of a Status
+    list_kind: str = ""
+
+    @property
+    def group_version(self) -> str:
+        """`v1` or `apps/v1`."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_resource(self) -> tuple[str, str]:
+        """The storage key: objects are shared by every version of a group resource."""
+        return (self.group, self.plural)
+
+    @property
+    def list_kind_name(self) -> str:
+        """`ConfigMapList`."""
+        return self.list_kind or f"{self.kind}List"
+
+    @property
+    def tracks_generation(self) -> bool:
+        """Whether metadata.generation is kept (Deployments, CRDs, custom resources)."""
+        return self.custom or self.kind in ("Deployment", "CustomResourceDefinition")
+
+
+def _builtin(**kwargs: Any) -> ResourceType:
+    return ResourceType(**kwargs)
+
+
+BUILTINS: tuple[ResourceType, ...] = (
+    _builtin(
+        group="", version="v1", plural="namespaces", singular="namespace", kind="Namespace",
+        namespaced=False, short_names=("ns",), verbs=NAMESPACE_VERBS, has_status=True,
+    ),
+    _builtin(
+        group="", version="v1", plural="configmaps", singular="configmap", kind="ConfigMap",
+        namespaced=True, short_names=("cm",),
+    ),
+    _builtin(
+        group="", version="v1", plural="secrets", singular="secret", kind="Secret",
+        namespaced=True,
+    ),
+    _builtin(
+        group="", version="v1", plural="serviceaccounts", singular="serviceaccount",
+        kind="ServiceAccount", namespaced=True, short_names=("sa",), returns_deleted=True,
+    ),
+    _builtin(
+        group="", version="v1", plural="services", singular="service", kind="Service",
+        namespaced=True, short_names=("svc",), categories=("all",), has_status=True,
+        verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"),
+        returns_deleted=True,
+    ),
+    _builtin(
+        group="apps", version="v1", plural="deployments", singular="deployment", kind="Deployment",
+        namespaced=True, short_names=("deploy",), categories=("all",), has_status=True,
+    ),
+    _builtin(
+        group="apiextensions.k8s.io", version="v1", plural="customresourcedefinitions",
+        singular="customresourcedefinition", kind="CustomResourceDefinition", namespaced=False,
+        short_names=("crd", "crds"), categories=("api-extensions",), has_status=True,
+    ),
+)
+
+BUILTIN_GROUP_ORDER = ("apps", "apiextensions.k8s.io")
+
+
+def types_from_crd(crd: Mapping[str, Any]) -> list[ResourceType]:
+    """The served versions of one established CRD, as resource types."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group = spec.get("group") or ""
+    plural = names.get("plural") or ""
+    kind = names.get("kind") or ""
+    if not (group and plural and kind):
+        return []
+    versions = [v for v in spec.get("versions") or [] if isinstance(v, dict)]
+    storage = next((v.get("name", "") for v in versions if v.get("storage")), "")
+    out: list[ResourceType] = []
+    for v in versions:
+        if not v.get("served", False) or not v.get("name"):
+            continue
+        subresources = v.get("subresources") or {}
+        schema = (v.get("schema") or {}).get("openAPIV3Schema")
+        out.append(
+            ResourceType(
+                group=group,
+                version=v["name"],
+                plural=plural,
+                singular=names.get("singular") or kind.lower(),
+                kind=kind,
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                verbs=CR_VERBS,
+                has_status=isinstance(subresources, dict) and "status" in subresources,
+                custom=True,
+                storage_version=storage,
+                schema=schema if isinstance(schema, dict) else None,
+                printer_columns=tuple(v.get("additionalPrinterColumns") or ()),
+                list_kind=names.get("listKind") or f"{kind}List",
+            )
+        )
+    return out
+
+
+_VERSION_RE = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """Sort key of Kubernetes version names: GA > beta > alpha, higher numbers first."""
+    match = _VERSION_RE.match(version)
+    if not match:
+        return (3, 0, 0, version)
+    major = int(match.group(1))
+    stage = {None: 0, "beta": 1, "alpha": 2}[match.group(2)]
+    minor = int(match.group(3) or 0)
+    return (stage, -major, -minor, "")
+
+
+class Registry:
+    """An immutable view of every served resource; the store swaps it when CRDs change."""
+
+    def __init__(self, types: Iterable[ResourceType]) -> None:
+        self.types: tuple[ResourceType, ...] = tuple(types)
+        self._by_gvr = {(t.group, t.version, t.plural): t for t in self.types}
+        self._gv = {(t.group, t.version) for t in self.types}
+
+    def lookup(self, *, group: str, version: str, plural: str) -> ResourceType | None:
+        """The type served at /apis/group/version/plural, or None."""
+        return self._by_gvr.get((group, version, plural))
+
+    def serves(self, *, group: str, version: str) -> bool:
+        """Whether the group version has any resource."""
+        return (group, version) in self._gv
+
+    def of_group_resource(self, group: str, plural: str) -> list[ResourceType]:
+        """Every served version of a group resource."""
+        return [t for t in self.types if t.group == group and t.plural == plural]
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """Named groups (not core) with their served versions, preferred first."""
+        seen: dict[str, set[str]] = {}
+        for t in self.types:
+            if t.group:
+                seen.setdefault(t.group, set()).add(t.version)
+        builtin = [g for g in BUILTIN_GROUP_ORDER if g in seen]
+        custom = sorted(g for g in seen if g not in BUILTIN_GROUP_ORDER)
+        return [(g, sorted(seen[g], key=version_priority)) for g in builtin + custom]
+
+    def resources(self, *, group: str, version: str) -> list[ResourceType]:
+        """The types of one group version, in a stable order."""
+        return [t for t in self.types if t.group == group and t.version == version]
+
+
+def api_resource(t: ResourceType) -> list[dict[str, Any]]:
+    """The APIResource entries of one type (plus its status subresource)."""
+    entry: dict[str, Any] = {
+        "name": t.plural,
+        "singularName": t.singular,
+        "namespaced": t.namespaced,
+        "kind": t.kind,
+        "verbs": list(t.verbs),
+    }
+    if t.short_names:
+        entry["shortNames"] = list(t.short_names)
+    if t.categories:
+        entry["categories"] = list(t.categories)
+    out = [entry]
+    if t.has_status:
+        out.append(
+            {
+                "name": f"{t.plural}/status",
+                "singularName": "",
+                "namespaced": t.namespaced,
+                "kind": t.kind,
+                "verbs": list(STATUS_VERBS),
+            }
+        )
+    return out
+
+
+def resource_list(registry: Registry, *, group: str, version: str) -> dict[str, Any]:
+    """GET /api/v1 or /apis/group/version."""
+    resources: list[dict[str, Any]] = []
+    for t in registry.resources(group=group, version=version):
+        resources.extend(api_resource(t))
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": resources,
+    }
+
+
+def group_list(registry: Registry) -> dict[str, Any]:
+    """GET /apis."""
+    groups = []
+    for name, versions in registry.groups():
+        entries = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+        groups.append({"name": name, "versions": entries, "preferredVersion": entries[0]})
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def group(registry: Registry, name: str) -> dict[str, Any] | None:
+    """GET /apis/group, or None when the group is not served."""
+    for group_name, versions in registry.groups():
+        if group_name == name:
+            entries = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+            return {
+                "kind": "APIGroup",
+                "apiVersion": "v1",
+                "name": name,
+                "versions": entries,
+                "preferredVersion": entries[0],
+            }
+    return None
+
+
+def core_versions(*, server_address: str) -> dict[str, Any]:
+    """GET /api."""
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
+    }
+
+
+def version_info() -> dict[str, Any]:
+    """GET /version: a v1.32 server, as kubectl v1.32 expects."""
+    return {
+        "major": "1",
+        "minor": "32",
+        "gitVersion": "v1.32.0",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2024-12-11T00:00:00Z",
+        "goVersion": "go1.23.3",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    }
+
+
+def short_name_index(types: Sequence[ResourceType]) -> dict[str, ResourceType]:
+    """Short name to type, for diagnostics."""
+    return {s: t for t in types for s in t.short_names}
