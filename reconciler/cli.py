@@ -204,7 +204,7 @@ def _cmd_local_cluster(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from reconciler import demo
 
-    return demo.run(workdir=args.workdir, ready_delay=args.ready_delay)
+    return demo.run(workdir=args.workdir, ready_delay=args.ready_delay, verbose=args.verbose)
 
 
 _COMMANDS = {

@@ -7,6 +7,7 @@ sample-repo/) and the site reconciler (sync passes against the local cluster).
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import shutil
 import sys
@@ -57,9 +58,15 @@ def _workdir(path: Path | None) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(*, workdir: Path | None = None, ready_delay: float = 1.0,
+def run(*, workdir: Path | None = None, ready_delay: float = 1.0, verbose: bool = False,
         out: TextIO = sys.stdout) -> int:
-    """Run the demo; 0 when every step behaved as the protocol says."""
+    """Run the demo; 0 when every step behaved as the protocol says.
+
+    The narration says what each pass did, so the reconciler's own log is silenced unless
+    `verbose`.
+    """
+    if not verbose:
+        logging.getLogger("reconciler").setLevel(logging.CRITICAL)
     say = _Narrator(out)
     with _workdir(workdir) as root, localcluster.LocalCluster(
         ready_delay=ready_delay, request_log=root / "requests.jsonl"

@@ -90,7 +90,9 @@ def sync_once(
         decision = fence.decide(accepted=previous.accepted,
                                 superseded=previous.superseded_ids(),
                                 intent=site_bundle.intent, manifests=site_bundle.manifests)
-        current = dataclasses.replace(current, drops=tuple(_drop_record(d) for d in decision.drops))
+        if decision.verdict is not fence.Verdict.REFUSE:  # a refusal keeps the last drops
+            current = dataclasses.replace(
+                current, drops=tuple(_drop_record(d) for d in decision.drops))
         for drop in decision.drops:
             log.warning("dropped %s from %s: %s", drop.object, drop.location, drop.reason)
         if decision.verdict is fence.Verdict.REFUSE:
@@ -124,10 +126,8 @@ def sync_once(
                 current, rollout=dataclasses.replace(current.rollout, waves=waves))
             store.save(current)
 
-        previous_inventory = {entry.id: entry for entry in current.inventory}
         outcome = rollout.run(target=target, site=options.site, crds=site_bundle.crds,
-                              manifests=decision.apply, abort=abort,
-                              previous=previous_inventory, on_progress=on_progress)
+                              manifests=decision.apply, abort=abort, on_progress=on_progress)
         current = _record_rollout(current, outcome=outcome, abort=abort)
         ok = outcome.phase is state.Outcome.SUCCEEDED
         message = (f"intent {decision.intent_id} {outcome.phase.value.lower()}"

@@ -77,7 +77,8 @@ def status_text(site: state.SiteState) -> str:
     out.append("History:")
     out.append(table(["INTENT", "SEQ", "COMMIT", "OUTCOME", "ACCEPTED", "NOTE"], [
         (h.id, h.sequence, _short(h.commit), h.outcome.value, _age(h.accepted_at),
-         (f"superseded by {h.superseded_by}; " if h.superseded_by else "") + h.message)
+         "; ".join(filter(None, [f"superseded by {h.superseded_by}" if h.superseded_by
+                                 else "", h.message])))
         for h in reversed(site.history)
     ]))
     return "\n".join(out)
@@ -96,7 +97,7 @@ def sync_text(result: reconcile.SyncResult) -> str:
     for item in result.results:
         counts[item.change.value] = counts.get(item.change.value, 0) + 1
     if result.results:
-        lines.append("applied: " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items())))
+        lines.append("objects: " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items())))
         lines.extend(f"  {item.ref}  {item.change.value}" for item in result.results)
     if result.drops:
         lines.append(f"dropped {len(result.drops)}:")

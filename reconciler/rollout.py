@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from reconciler import abort as aborts
-from reconciler import bundle, cluster, contract, errors, state
+from reconciler import bundle, cluster, contract, drift, errors, state
 
 log = logging.getLogger("reconciler.rollout")
 
@@ -77,20 +77,26 @@ def run(
     crds: Sequence[bundle.Manifest],
     manifests: Sequence[bundle.Manifest],
     abort: aborts.Abort,
-    previous: Mapping[str, state.InventoryEntry],
     on_progress: Callable[[tuple[state.WaveRecord, ...]], None],
 ) -> Result:
-    """Apply the CRDs, then each wave; stop at the first failed wave or on abort."""
+    """Apply the CRDs, then each wave; stop at the first failed wave or on abort.
+
+    Objects whose live state already holds every desired field are not written: they are
+    reported unchanged. The live state is read with one list per kind, by the site label.
+    """
     results: list[ObjectResult] = []
+    live: dict[cluster.ObjectRef, Mapping[str, Any]] = {}
     records = list(wave_records(manifests))
     phase = state.Outcome.PROGRESSING
     message = ""
     try:
         if crds:
+            live.update(_list_live(target=target, manifests=crds, site=site))
             for crd in crds:
                 results.append(_apply_one(target=target, manifest=crd, site=site, abort=abort,
-                                           previous=previous))
+                                           live=live))
             _await_crds(target=target, crds=crds, abort=abort)
+        live.update(_list_live(target=target, manifests=manifests, site=site))
         for index, (wave, items) in enumerate(plan_waves(manifests)):
             records[index] = dataclasses.replace(records[index], phase=state.WavePhase.APPLYING)
             on_progress(tuple(records))
@@ -99,7 +105,7 @@ def run(
                 abort.check()
                 try:
                     results.append(_apply_one(target=target, manifest=manifest, site=site,
-                                              abort=abort, previous=previous))
+                                              abort=abort, live=live))
                 except errors.ClusterError as exc:
                     failures.append(str(exc))
             if failures:
@@ -115,15 +121,51 @@ def run(
     return Result(phase=phase, results=tuple(results), waves=tuple(records), message=message)
 
 
+def _key(target: cluster.Cluster, obj: Mapping[str, Any]) -> cluster.ObjectRef:
+    """The object's ref, with the namespace a namespaced kind defaults to."""
+    ref = cluster.ObjectRef.of(obj)
+    if ref.namespace is None:
+        try:
+            namespaced = target.resource(api_version=ref.api_version, kind=ref.kind).namespaced
+        except errors.NotFoundError:
+            return ref
+        if namespaced:
+            return cluster.ObjectRef(ref.api_version, ref.kind, "default", ref.name)
+    return ref
+
+
+def _list_live(*, target: cluster.Cluster, manifests: Sequence[bundle.Manifest],
+               site: str) -> dict[cluster.ObjectRef, Mapping[str, Any]]:
+    """The site's live objects of every kind in `manifests`: one list per kind."""
+    found: dict[cluster.ObjectRef, Mapping[str, Any]] = {}
+    selector = f"{contract.LABEL_SITE}={site}"
+    for api_version, kind in sorted({(m.api_version, m.kind) for m in manifests}):
+        try:
+            items = target.list(api_version=api_version, kind=kind, label_selector=selector)
+        except errors.NotFoundError:
+            continue  # a kind whose CRD is not served yet: nothing of it exists
+        for item in items:
+            found[cluster.ObjectRef.of(item)] = item
+    return found
+
+
 def _apply_one(
     *,
     target: cluster.Cluster,
     manifest: bundle.Manifest,
     site: str,
     abort: aborts.Abort,
-    previous: Mapping[str, state.InventoryEntry],
+    live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
 ) -> ObjectResult:
     body = desired(manifest, site=site)
+    current = live.get(_key(target, body))
+    if current is not None and drift.in_sync(desired=body, live=current):
+        abort.check()
+        ref = cluster.ObjectRef.of(current)
+        log.debug("%s unchanged", ref)
+        return ObjectResult(ref=ref, change=cluster.Change.UNCHANGED,
+                            resource_version=current.get("metadata", {}).get("resourceVersion"),
+                            intent_id=manifest.intent_id)
     for attempt in range(len(RETRY_DELAYS) + 1):
         abort.check()
         try:
@@ -136,13 +178,7 @@ def _apply_one(
                         RETRY_DELAYS[attempt])
             if abort.wait(RETRY_DELAYS[attempt]):
                 abort.check()
-    before = previous.get(applied.ref.inventory_id)
-    if applied.created:
-        change = cluster.Change.CREATED
-    elif before is not None and before.resource_version == applied.resource_version:
-        change = cluster.Change.UNCHANGED
-    else:
-        change = cluster.Change.CONFIGURED
+    change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
     log.info("%s %s", applied.ref, change.value)
     return ObjectResult(ref=applied.ref, change=change,
                         resource_version=applied.resource_version,

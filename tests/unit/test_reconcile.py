@@ -65,9 +65,11 @@ def test_applied_objects_carry_the_site_labels(env: Env):
 
 
 def test_second_sync_changes_nothing(env: Env):
-    """A second pass on the same commit keeps the intent and finds every object unchanged."""
+    """A second pass on the same commit keeps the intent and writes no object."""
     env.sync()
+    applies_before = len(env.cluster.applied())
     result = env.sync()
+    assert len(env.cluster.applied()) == applies_before
     assert result.ok
     assert result.verdict is fence.Verdict.KEEP
     site_results = [r for r in result.results if r.intent_id]
@@ -198,6 +200,21 @@ def test_failed_apply_fails_the_rollout_and_stops_later_waves(env: Env):
     assert recorded.history[-1].outcome is state.Outcome.FAILED
     assert recorded.rollout is not None
     assert [w.phase.value for w in recorded.rollout.waves] == ["healthy", "failed", "pending"]
+
+
+def test_drifted_object_is_reapplied_and_only_it(env: Env):
+    """An object changed out of band is applied again; objects in sync are not written."""
+    env.sync()
+    ref = next(r for r in env.cluster.objects if r.kind == "ConfigMap")
+    env.cluster.objects[ref]["data"]["dnn"] = "edited-by-hand"
+    before = len(env.cluster.applied())
+    result = env.sync()
+    assert result.ok
+    assert env.cluster.applied()[before:] == ["ConfigMap/sfo-ran/sfo-site-config"]
+    assert env.cluster.objects[ref]["data"]["dnn"] == "internet"
+    changes = {str(r.ref): r.change.value for r in result.results if r.intent_id}
+    assert changes["ConfigMap/sfo-ran/sfo-site-config"] == "configured"
+    assert changes["WorkloadCluster/sfo-ran/sfo-wc-01"] == "unchanged"
 
 
 def test_retryable_apply_error_is_retried(env: Env):
