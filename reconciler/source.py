@@ -19,13 +19,6 @@ import git
 
 from reconciler import errors
 
-# A reconciler runs unattended: git must fail rather than prompt for a password or a host key.
-_NON_INTERACTIVE = {
-    "GIT_TERMINAL_PROMPT": "0",
-    "GIT_ASKPASS": "true",
-    "SSH_ASKPASS": "true",
-    "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
-}
 _SCP_LIKE = re.compile(r"^(?P<user>[^@/]+@)?(?P<host>[^:/]+):(?P<path>.+)$")
 
 
@@ -97,7 +90,7 @@ class Source:
         repo = self._repo()
         refspec = f"+refs/heads/{self.branch}:{self._ref}"
         try:
-            with repo.git.custom_environment(**_NON_INTERACTIVE):
+            with repo.git.custom_environment(**_non_interactive()):
                 repo.git.fetch("--no-tags", "--prune", self.url, refspec)
         except git.GitCommandError as exc:
             detail = _clean_git_error(exc, self.url, self.display_url)
@@ -127,6 +120,16 @@ class Source:
     def commit(self, sha: str) -> git.Commit:
         """The commit object of a fetched revision."""
         return self._repo().commit(sha)
+
+
+def _non_interactive() -> dict[str, str]:
+    """A reconciler runs unattended: git must fail, not prompt for a password or host key."""
+    return {
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "true",
+        "SSH_ASKPASS": "true",
+        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+    }
 
 
 def _descends(repo: git.Repo, *, ancestor: str, head: str) -> bool:

@@ -53,6 +53,47 @@ def git_daemon(base: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+SSHD = Path("/usr/sbin/sshd")
+
+
+@contextlib.contextmanager
+def git_ssh(root: Path) -> Iterator[tuple[str, str]]:
+    """sshd on loopback with a fresh host key and client key; yields (url base, ssh command).
+
+    The URL base is `ssh://<user>@127.0.0.1:PORT`; append an absolute repository path. The
+    ssh command goes in GIT_SSH_COMMAND: it names the client key and trusts this host key.
+    """
+    import getpass
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)],
+                       check=True)
+    (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+    port = free_port()
+    (root / "known_hosts").write_text(
+        f"[127.0.0.1]:{port} {(root / 'host_key.pub').read_text()}")
+    config = root / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
+        f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        "PermitRootLogin prohibit-password\n"
+        f"PidFile {root / 'sshd.pid'}\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port)
+        command = (f"ssh -i {root / 'client_key'} -o UserKnownHostsFile={root / 'known_hosts'}"
+                   " -o StrictHostKeyChecking=yes -o BatchMode=yes")
+        yield f"ssh://{getpass.getuser()}@127.0.0.1:{port}", command
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 class _QuietHandler(simple_server.WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -207,6 +208,20 @@ def test_sync_over_git_daemon(local_cluster: ClusterUnderTest, remote: gitrepo.G
         result = site.sync()
     assert result.ok, result.message
     assert result.commit == gitrepo.git("rev-parse", "HEAD", cwd=remote.work)
+
+
+@pytest.mark.skipif(not gitservers.SSHD.exists() or os.geteuid() != 0,
+                    reason="needs root and openssh-server (/usr/sbin/sshd); .ci/run installs it")
+def test_sync_over_ssh(local_cluster: ClusterUnderTest, remote: gitrepo.GitRemote,
+                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An ssh:// URL is fetched through a real sshd on loopback with key authentication."""
+    with gitservers.git_ssh(tmp_path / "ssh") as (base, command):
+        monkeypatch.setenv("GIT_SSH_COMMAND", command)
+        site = Site(root=tmp_path, remote_url=f"{base}{remote.bare}", target=local_cluster)
+        done = site.sync_cli()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert site.store.load().last_fetched_head == gitrepo.git("rev-parse", "HEAD",
+                                                             cwd=remote.work)
 
 
 def test_sync_over_http_with_credentials_never_leaks_them(local_cluster: ClusterUnderTest,
