@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 failed (refused intent, fetch/parse/apply error), 2 usage er
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,13 @@ def _add_sync_flags(parser: argparse.ArgumentParser) -> None:
                         help="take over fields another field manager owns (server-side apply)")
 
 
+def _add_log_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="log debug detail")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="log warnings and errors only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reconciler", formatter_class=_Formatter,
@@ -60,9 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
                "  reconciler local-cluster --port 8001 --kubeconfig-out local.kubeconfig\n",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    _add_log_flags(parser, default=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # -v and -q work after the command name too; SUPPRESS keeps a flag given before it.
+    logging_flags = argparse.ArgumentParser(add_help=False)
+    _add_log_flags(logging_flags, default=argparse.SUPPRESS)
+    commands.add_parser = functools.partial(  # type: ignore[method-assign]
+        commands.add_parser, parents=[logging_flags])
 
     sync = commands.add_parser(
         "sync", formatter_class=_Formatter,

@@ -134,6 +134,8 @@ def sync_once(
                    + (f": {outcome.message}" if outcome.message else ""))
         if not ok:
             error = outcome.message
+            log.error("rollout of intent %s %s: %s", decision.intent_id,
+                      outcome.phase.value.lower(), outcome.message)
         return _result(ok=ok, options=options, commit=commit, decision=decision,
                        message=message, outcome=outcome)
     except errors.ReconcilerError as exc:

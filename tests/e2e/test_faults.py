@@ -1,0 +1,113 @@
+"""An unreliable API server: what is retried, what fails, and what is never leaked."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reconciler import localcluster, state
+from tests import gitrepo
+from tests.e2e.conftest import SITE, ClusterUnderTest, Site
+
+pytestmark = pytest.mark.e2e
+
+WC_PATH = r"/workloadclusters/sfo-wc-01$"
+
+
+def applies_to(target: ClusterUnderTest, name: str) -> list[int]:
+    """The HTTP status of every server-side apply of the named object, in order."""
+    return [r.status for r in target.requests()
+            if r.verb == "patch" and r.patch_type == "apply" and r.name == name]
+
+
+@pytest.mark.parametrize("fault", [
+    pytest.param(localcluster.Fault(verb="apply", path_regex=WC_PATH, status=503), id="503"),
+    pytest.param(localcluster.Fault(verb="apply", path_regex=WC_PATH, status=429), id="429"),
+    pytest.param(localcluster.Fault(verb="apply", path_regex=WC_PATH, drop_connection=True),
+                 id="dropped-connection"),
+])
+def test_transient_failure_is_retried(local_cluster: ClusterUnderTest,
+                                      remote: gitrepo.GitRemote, tmp_path: Path,
+                                      fault: localcluster.Fault):
+    """One 503, 429 or dropped connection on an apply is retried and the sync succeeds."""
+    assert local_cluster.local is not None
+    handle = local_cluster.local.faults.add(fault)
+    site = Site(root=tmp_path, remote_url=remote.url, target=local_cluster)
+    result = site.sync()
+    assert result.ok, result.message
+    assert handle.hits == 1
+    statuses = applies_to(local_cluster, "sfo-wc-01")
+    assert statuses[-1] in (200, 201) and len(statuses) >= 2 - fault.drop_connection
+
+
+def test_persistent_server_error_fails_the_wave_and_stops(local_cluster: ClusterUnderTest,
+                                                          remote: gitrepo.GitRemote,
+                                                          tmp_path: Path):
+    """A 500 on every try fails the rollout naming the object; later waves are not sent."""
+    assert local_cluster.local is not None
+    local_cluster.local.faults.add(localcluster.Fault(verb="apply", path_regex=WC_PATH,
+                                                      status=500, times=None))
+    site = Site(root=tmp_path, remote_url=remote.url, target=local_cluster)
+    result = site.sync()
+    assert not result.ok
+    assert result.phase is state.Outcome.FAILED
+    assert "WorkloadCluster/sfo-ran/sfo-wc-01 apply failed" in result.message
+    assert len(applies_to(local_cluster, "sfo-wc-01")) == 4  # the first try and 3 retries
+    assert not [r for r in local_cluster.requests() if r.kind == "NetworkFunction"
+                and r.verb == "patch"]
+    recorded = site.store.load()
+    assert recorded.history[-1].outcome is state.Outcome.FAILED
+    assert recorded.errors[-1].stage == "apply"
+
+
+def test_field_owned_by_another_manager_conflicts_unless_forced(local_cluster: ClusterUnderTest,
+                                                                remote: gitrepo.GitRemote,
+                                                                tmp_path: Path):
+    """A field another manager took is a conflict error; --force-conflicts takes it back."""
+    site = Site(root=tmp_path, remote_url=remote.url, target=local_cluster)
+    assert site.sync_cli().returncode == 0
+    patch = tmp_path / "cm.yaml"
+    patch.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sfo-site-config\n"
+                     "  namespace: sfo-ran\ndata:\n  dnn: ims\n")
+    taken = subprocess.run(
+        ["kubectl", "--kubeconfig", str(local_cluster.kubeconfig), "apply", "--server-side",
+         "--force-conflicts", "--field-manager=field-engineer", "--validate=false",
+         "-f", str(patch)], capture_output=True, text=True, check=False)
+    assert taken.returncode == 0, taken.stderr
+    conflicted = site.sync_cli()
+    assert conflicted.returncode == 1
+    for stream in (conflicted.stdout, conflicted.stderr):
+        assert "ConfigMap/sfo-ran/sfo-site-config apply failed" in stream
+        assert "field-engineer" in stream and "--force-conflicts" in stream
+    forced = site.sync_cli("--force-conflicts")
+    assert forced.returncode == 0, forced.stderr
+    got = subprocess.run(
+        ["kubectl", "--kubeconfig", str(local_cluster.kubeconfig), "get", "configmap",
+         "sfo-site-config", "-n", "sfo-ran", "-o", "jsonpath={.data.dnn}"],
+        capture_output=True, text=True, check=True)
+    assert got.stdout == "internet"
+
+
+def test_secret_values_never_appear_in_output_or_state(local_cluster: ClusterUnderTest,
+                                                       remote: gitrepo.GitRemote,
+                                                       tmp_path: Path):
+    """A Secret is applied, and its value is in no log line, summary, status or state file."""
+    value = "pfcp-psk-0123456789"
+    encoded = base64.b64encode(value.encode()).decode()
+    remote.write("sites/edge-sfo-01/manifests/40-secret.yaml",
+                 "apiVersion: v1\nkind: Secret\nmetadata:\n  name: upf-psk\n"
+                 "  namespace: sfo-ran\n  annotations:\n"
+                 "    reconciler.dev/intent-id: sfo-baseline-1\n"
+                 f"stringData:\n  psk: {value}\ndata:\n  psk-b64: {encoded}\n")
+    remote.commit_and_push("A secret for the UPF")
+    site = Site(root=tmp_path, remote_url=remote.url, target=local_cluster)
+    synced = site.sync_cli("-v", "-o", "json")
+    assert synced.returncode == 0, synced.stderr
+    assert '"Secret/sfo-ran/upf-psk"' in synced.stdout
+    status = site.cli("-v", "status", "--state-dir", str(site.state_dir), "--site", SITE)
+    texts = [synced.stdout, synced.stderr, status.stdout, status.stderr,
+             site.store.path.read_text()]
+    assert not [t for t in texts if value in t or encoded in t]
