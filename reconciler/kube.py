@@ -60,13 +60,11 @@ class KubeCluster:
                  what: str = "") -> tuple[int, Any]:
         """One request; returns (status, decoded body). Transport errors are ClusterError."""
         headers = {"Accept": "application/json", "User-Agent": "intent-reconciler"}
-        payload = None
         if body is not None:
-            headers["Content-Type"] = content_type
-            payload = json.dumps(body).encode()
+            headers["Content-Type"] = content_type  # the client encodes the dict as JSON
         method, url, headers, payload, _ = self._api.param_serialize(
             method=method, resource_path=path, query_params=query or [],
-            header_params=headers, body=payload, auth_settings=["BearerToken"],
+            header_params=headers, body=body, auth_settings=["BearerToken"],
         )
         try:
             response = self._api.call_api(method, url, header_params=headers, body=payload,
