@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ import urllib3
 from reconciler import cluster, contract, errors
 
 _TIMEOUT = (5.0, 30.0)  # connect, read: seconds
+_ECHOED_VALUE = re.compile(r'(Invalid value: )("(?:[^"\\]|\\.)*"|\S+)')
 
 
 def connect(*, kubeconfig: Path | None = None, context: str | None = None,
@@ -86,6 +88,9 @@ class KubeCluster:
     @staticmethod
     def _fail(status: int, data: Any, *, what: str, action: str) -> errors.ClusterError:
         message = data.get("message") if isinstance(data, dict) else None
+        if message and what.startswith("Secret/"):
+            # The server echoes rejected values back; a Secret's must never reach a log.
+            message = _ECHOED_VALUE.sub(r"\1<redacted>", message)
         reason = data.get("reason") if isinstance(data, dict) else None
         text = f"{what} {action} failed: {message or f'HTTP {status}'}"
         if status == 404:
