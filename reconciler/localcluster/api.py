@@ -18,7 +18,16 @@ from typing import Any
 from ruamel import yaml as ruamel_yaml
 
 from reconciler import contract
-from reconciler.localcluster import kinds, protobuf, resources, selectors, statuses, store, tables
+from reconciler.localcluster import (
+    kinds,
+    openapi,
+    protobuf,
+    resources,
+    selectors,
+    statuses,
+    store,
+    tables,
+)
 
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _FALSE = ("0", "f", "F", "FALSE", "false", "False")
@@ -158,6 +167,7 @@ def parse_body(request: Request) -> Any:
     if content_type.endswith("yaml"):
         try:
             loader = ruamel_yaml.YAML(typ="safe", pure=True)
+            loader.version = (1, 1)  # as sigs.k8s.io/yaml reads it: `yes` and `on` are booleans
             return _jsonable(loader.load(io.StringIO(text)))
         except ruamel_yaml.YAMLError as exc:
             raise statuses.bad_request(f"error decoding YAML: {exc}") from exc
@@ -308,6 +318,15 @@ class Api:
             return json_response(200, resources.resource_list(registry, group="", version="v1"))
         if path == "/apis":
             return json_response(200, resources.group_list(registry))
+        if path == "/openapi/v3":
+            return json_response(200, openapi.index(registry))
+        if path.startswith("/openapi/v3/"):
+            gv = path[len("/openapi/v3/"):].split("/")
+            group, version = ("", gv[1]) if gv[0] == "api" and len(gv) == 2 else (
+                (gv[1], gv[2]) if gv[0] == "apis" and len(gv) == 3 else ("", ""))
+            doc = openapi.group_version(registry, group=group, version=version) if version \
+                else None
+            return json_response(200, doc) if doc else text_not_found()
         parts = [p for p in path.split("/") if p]
         if len(parts) == 2 and parts[0] == "apis":
             found = resources.group(registry, parts[1])

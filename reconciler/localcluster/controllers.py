@@ -148,7 +148,11 @@ class SimulatedControllers:
             except kubernetes.client.ApiException as exc:
                 if exc.status == 410:
                     continue  # resourceVersion expired: list again at once
-                self._stop.wait(delay)  # 404: the CRD is not installed yet
+                if exc.status == 404:  # the CRD is not installed (yet, or any more)
+                    self._replace(plural, [])
+                    self._stop.wait(RETRY_DELAY)
+                    continue
+                self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
             except (urllib3.exceptions.HTTPError, OSError, ValueError):
                 self._stop.wait(delay)

@@ -151,6 +151,16 @@ def _default_service(obj: dict[str, Any], allocate: Callable[[], str]) -> None:
             _set_default(port, "targetPort", port.get("port"))
 
 
+def keep_allocated(old: Mapping[str, Any], new: dict[str, Any]) -> None:
+    """An update that leaves out a Service's allocated cluster IP keeps it, as on a real
+    server."""
+    before = old.get("spec") or {}
+    after = new.setdefault("spec", {})
+    for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+        if key in before and not after.get(key):
+            after[key] = copy.deepcopy(before[key])
+
+
 def _default_pod_spec(spec: dict[str, Any]) -> None:
     _set_default(spec, "restartPolicy", "Always")
     _set_default(spec, "terminationGracePeriodSeconds", 30)

@@ -235,9 +235,14 @@ def apply(
     for e in others:
         kept |= e.paths
     previously = set(mine.paths) if mine else set()
-    for path in sorted(previously - applied, key=len, reverse=True):
-        if path in kept or any(fieldpaths.under(p, path) for p in kept):
-            continue
+    doomed = {
+        path
+        for path in previously - applied
+        if path not in kept and not any(fieldpaths.under(p, path) for p in kept)
+    }
+    # An item that goes takes its fields with it; remove the outermost paths only.
+    outermost = [p for p in doomed if not any(a in doomed for a in fieldpaths.iter_prefixes(p))]
+    for path in sorted(outermost, key=len, reverse=True):
         if fieldpaths.remove(result, path, shape):
             _prune_empty_parents(result, path, shape, kept)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -276,7 +276,3 @@ def version_info() -> dict[str, Any]:
         "platform": "linux/amd64",
     }
 
-
-def short_name_index(types: Sequence[ResourceType]) -> dict[str, ResourceType]:
-    """Short name to type, for diagnostics."""
-    return {s: t for t in types for s in t.short_names}

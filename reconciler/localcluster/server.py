@@ -33,6 +33,13 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     block_on_close = False
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that broke mid-request is the client's business: print nothing."""
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """One connection; `cluster` is set on the subclass each LocalCluster makes."""
@@ -94,43 +101,45 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         request = api.Request.of(method=self.command, target=self.path,
                                  headers=dict(self.headers.items()), body=self._read_body())
         target, body, body_error = cluster._api.classify(request)
-        status = 0
         try:
             fault = cluster.faults.match(verb=target.verb, patch_type=target.patch_type,
                                          path=request.path, kind=target.kind)
             if fault is not None and fault.latency > 0:
                 cluster._stopping.wait(fault.latency)
             if fault is not None and fault.drop_connection:
+                cluster._log(arrived, target, request, 0)
                 self.close_connection = True
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            authorization = request.headers.get("authorization", "")
-            if fault is not None and fault.status is not None:
-                route = target.route
-                response = api.error_response(statuses.for_code(
-                    code=fault.status,
-                    resource=target.rtype.plural if target.rtype else (route.plural if route
-                                                                       else ""),
-                    group=target.rtype.group if target.rtype else "",
-                    name=target.name or "",
-                ))
-            elif authorization and authorization != f"Bearer {kubeconfig.TOKEN}":
-                response = api.error_response(statuses.unauthorized())
-            else:
-                response = cluster._api.handle(request, target, body, body_error)
-            status = response.code
+            response = self._answer(request, target, body, body_error, fault)
             if response.watch is not None:
                 self._stream(response.watch, on_start=lambda: cluster._log(arrived, target,
                                                                            request, 200))
-                status = -1
                 return
+            cluster._log(arrived, target, request, response.code)
             self._send(response)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        finally:
-            if status >= 0:
-                cluster._log(arrived, target, request, status)
+
+    def _answer(self, request: api.Request, target: api.Target, body: Any,
+                body_error: statuses.ApiError | None, fault: faults.Fault | None
+                ) -> api.Response:
+        authorization = request.headers.get("authorization", "")
+        if fault is not None and fault.status is not None:
+            route = target.route
+            return api.error_response(statuses.for_code(
+                code=fault.status,
+                resource=target.rtype.plural if target.rtype else (route.plural if route else ""),
+                group=target.rtype.group if target.rtype else "",
+                name=target.name or "",
+            ))
+        if authorization and authorization != f"Bearer {kubeconfig.TOKEN}":
+            return api.error_response(statuses.unauthorized())
+        try:
+            return self.cluster._api.handle(request, target, body, body_error)
+        except Exception as exc:  # a bug here must still answer, as the apiserver's recovery does
+            return api.error_response(statuses.internal(f"{type(exc).__name__}: {exc}"))
 
     def _send(self, response: api.Response) -> None:
         self.send_response(response.code)
@@ -232,7 +241,8 @@ class LocalCluster:
             return self
         self._log_sink.open()
         handler = type("Handler", (_Handler,), {"cluster": self})
-        self._server = _Server((self._host, self._port), handler)
+        server_class = _Server6 if ":" in self._host else _Server
+        self._server = server_class((self._host, self._port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1},
                                         name="localcluster-http", daemon=True)

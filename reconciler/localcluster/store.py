@@ -591,6 +591,8 @@ class Store:
         if not rtype.namespaced:
             metadata.pop("namespace", None)
         if subresource != "status":
+            if old is not None and rtype.kind == "Service":
+                kinds.keep_allocated(old, new)
             kinds.default(rtype, new, allocate_ip=self._allocate_ip)
         name = metadata.get("name", "")
         causes = kinds.name_errors(rtype, name) if old is None else []
@@ -600,8 +602,8 @@ class Store:
             raise statuses.invalid(kind=rtype.kind, group=rtype.group, name=name, causes=causes)
         if pruned and field_validation == "Strict":
             raise statuses.bad_request(
-                "strict decoding error: "
-                + ", ".join(f'unknown field "{p}"' for p in pruned)
+                f'{rtype.kind} in version "{rtype.version}" cannot be handled as a {rtype.kind}: '
+                "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in pruned)
             )
         warnings = () if field_validation == "Ignore" else tuple(
             f'unknown field "{p}"' for p in pruned
@@ -689,6 +691,11 @@ class Store:
         self._remove(rtype, old)
         if rtype.kind == "CustomResourceDefinition":
             self._rebuild_registry()
+            spec = old.get("spec") or {}
+            gone = (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
+            for watcher in [w for w in self._watchers if w.rtype.group_resource == gone]:
+                self._watchers.discard(watcher)
+                watcher.close()  # a real server ends watches on a resource it stops serving
         return _for_version(answer, rtype)
 
     # ---- CRDs ------------------------------------------------------------------------------

@@ -131,10 +131,21 @@ class Site:
                         str(self.root / "cache"), *extra)
 
 
-def kubectl(target: ClusterUnderTest, *args: str) -> Any:
-    """Real kubectl against the cluster; JSON output decoded."""
-    done = subprocess.run(["kubectl", "--kubeconfig", str(target.kubeconfig), *args],
+def kubectl_run(target: ClusterUnderTest, *args: str) -> subprocess.CompletedProcess[str]:
+    """Real kubectl against the cluster, with a discovery cache of its own.
+
+    kubectl keys its default cache by host:port, and a port reused by a later test's
+    cluster would otherwise be shown stale discovery.
+    """
+    cache = target.kubeconfig.parent / "kubectl-cache"
+    return subprocess.run(["kubectl", "--kubeconfig", str(target.kubeconfig),
+                           "--cache-dir", str(cache), *args],
                           capture_output=True, text=True, timeout=60, check=False)
+
+
+def kubectl(target: ClusterUnderTest, *args: str) -> Any:
+    """Real kubectl that must succeed; JSON output decoded."""
+    done = kubectl_run(target, *args)
     if done.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
     return json.loads(done.stdout) if "-o" in args and "json" in args else done.stdout

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import base64
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from reconciler import localcluster, state
 from tests import gitrepo
-from tests.e2e.conftest import SITE, ClusterUnderTest, Site
+from tests.e2e.conftest import SITE, ClusterUnderTest, Site, kubectl, kubectl_run
 
 pytestmark = pytest.mark.e2e
 
@@ -72,10 +71,8 @@ def test_field_owned_by_another_manager_conflicts_unless_forced(local_cluster: C
     patch = tmp_path / "cm.yaml"
     patch.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sfo-site-config\n"
                      "  namespace: sfo-ran\ndata:\n  dnn: ims\n")
-    taken = subprocess.run(
-        ["kubectl", "--kubeconfig", str(local_cluster.kubeconfig), "apply", "--server-side",
-         "--force-conflicts", "--field-manager=field-engineer", "--validate=false",
-         "-f", str(patch)], capture_output=True, text=True, check=False)
+    taken = kubectl_run(local_cluster, "apply", "--server-side", "--force-conflicts",
+                        "--field-manager=field-engineer", "-f", str(patch))
     assert taken.returncode == 0, taken.stderr
     conflicted = site.sync_cli()
     assert conflicted.returncode == 1
@@ -84,11 +81,9 @@ def test_field_owned_by_another_manager_conflicts_unless_forced(local_cluster: C
         assert "field-engineer" in stream and "--force-conflicts" in stream
     forced = site.sync_cli("--force-conflicts")
     assert forced.returncode == 0, forced.stderr
-    got = subprocess.run(
-        ["kubectl", "--kubeconfig", str(local_cluster.kubeconfig), "get", "configmap",
-         "sfo-site-config", "-n", "sfo-ran", "-o", "jsonpath={.data.dnn}"],
-        capture_output=True, text=True, check=True)
-    assert got.stdout == "internet"
+    got = kubectl(local_cluster, "get", "configmap", "sfo-site-config", "-n", "sfo-ran",
+                  "-o", "jsonpath={.data.dnn}")
+    assert got == "internet"
 
 
 def test_secret_values_never_appear_in_output_or_state(local_cluster: ClusterUnderTest,
