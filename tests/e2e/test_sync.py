@@ -278,3 +278,27 @@ def test_usage_errors_exit_2(tmp_path: Path):
     assert bad_config.returncode == 2 and "cannot load cluster config" in bad_config.stderr
     no_state = run.cli("status", "--state-dir", str(tmp_path / "empty"), "--site", SITE)
     assert no_state.returncode == 2 and "no state for site" in no_state.stderr
+
+
+def test_context_flag_selects_the_cluster(local_cluster: ClusterUnderTest,
+                                          remote: gitrepo.GitRemote, tmp_path: Path):
+    """--context picks a kubeconfig context; an unreachable current context fails clearly."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe")
+    config = yaml.load(local_cluster.kubeconfig.read_text())
+    config["clusters"].append({"name": "down", "cluster": {"server": "http://127.0.0.1:1"}})
+    config["contexts"].append({"name": "down", "context": {"cluster": "down",
+                                                           "user": config["users"][0]["name"]}})
+    config["current-context"] = "down"
+    with (tmp_path / "two-contexts").open("w") as handle:
+        yaml.dump(config, handle)
+    site = Site(root=tmp_path, remote_url=remote.url, target=local_cluster)
+    kubeconfig = ("--kubeconfig", str(tmp_path / "two-contexts"))
+    down = site.sync_cli(*kubeconfig)
+    assert down.returncode == 1
+    assert "cannot reach the API server at http://127.0.0.1:1" in down.stderr
+    up = site.sync_cli(*kubeconfig, "--context", "local")
+    assert up.returncode == 0, up.stderr
+    unknown = site.sync_cli(*kubeconfig, "--context", "nope")
+    assert unknown.returncode == 2 and "nope" in unknown.stderr
