@@ -101,6 +101,11 @@ class KubeCluster:
                 status=status,
             )
         retryable = status in (408, 429) or status >= 500 or reason == "ServerTimeout"
+        if message and message.startswith("failed to create typed patch object"):
+            # The applied manifest does not fit the CRD's schema (an undeclared field, a
+            # wrong type): a 500 that no retry heals.
+            retryable = False
+            text += " (the manifest does not match its CRD's schema)"
         kind = errors.ApplyError if action == "apply" else errors.ClusterError
         return kind(text, retryable=retryable, status=status)
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import kubernetes.config
 import pytest
 
+import tests.kube
 from reconciler import contract
+from reconciler.localcluster import controllers
 from tests import gitrepo
+from tests.e2e import audit
 
 
 @pytest.fixture
@@ -17,3 +23,31 @@ def remote(tmp_path: Path) -> gitrepo.GitRemote:
     repo.copy_from(contract.sample_repo_dir())
     repo.commit_and_push("Baseline intents for edge-sfo-01 and edge-nyc-02")
     return repo
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tests.kube.RealCluster]:
+    """A real etcd + kube-apiserver + controller manager for the session, writing an audit
+    log, with the simulated controllers running against it as clients.
+
+    Skipped, not built, when the binaries are missing: a cold build takes about ten
+    minutes, so `.ci/run` builds them (`python -m tests.kube build`) before pytest starts.
+    """
+    if not tests.kube.built():
+        pytest.skip("real kube-apiserver not built: run `python -m tests.kube build` "
+                    "(needs Go; .ci/run does it) to test against a real API server too")
+    workdir = tmp_path_factory.mktemp("real-cluster")
+    policy = workdir / "audit-policy.yaml"
+    policy.write_text(audit.POLICY)
+    with tests.kube.running(workdir=workdir, audit_policy=policy,
+                            audit_log=workdir / "audit.jsonl") as server:
+        stop = threading.Event()
+        api = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
+        sims = controllers.SimulatedControllers(api_client=api, ready_delay=0.2, stop=stop)
+        sims.start()
+        try:
+            yield server
+        finally:
+            stop.set()
+            sims.stop()
+            api.close()

@@ -19,6 +19,8 @@ from http import server as http_server
 from pathlib import Path
 from typing import Any
 
+import kubernetes.client
+import kubernetes.config
 import urllib3
 
 from reconciler.localcluster import faults, statuses
@@ -40,15 +42,34 @@ def _verb(method: str, path: str, query: dict[str, list[str]]) -> str:
 class FaultProxy:
     """Plain HTTP on 127.0.0.1 in front of `upstream` (https), with injectable faults."""
 
-    def __init__(self, *, upstream: str, token: str, ca_file: Path | None) -> None:
+    def __init__(self, *, upstream: str, authorization: str | None = None,
+                 ca_file: str | None = None, cert_file: str | None = None,
+                 key_file: str | None = None, verify: bool = True) -> None:
         self.upstream = upstream.rstrip("/")
-        self.token = token
+        self.authorization = authorization
         self.faults = faults.FaultSet()
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        context = ssl.create_default_context(cafile=ca_file)
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file)
         self._pool = urllib3.PoolManager(ssl_context=context, maxsize=16, retries=False)
         self._server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @classmethod
+    def for_kubeconfig(cls, path: Path, *, context: str | None = None) -> FaultProxy:
+        """A proxy that reaches the cluster of a kubeconfig as that kubeconfig's user does
+        (token or client certificate), loaded by the official client's loader."""
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(path), context=context,
+                                           client_configuration=config, persist_config=False)
+        bearer = config.auth_settings().get("BearerToken") or {}
+        return cls(upstream=config.host, authorization=bearer.get("value"),
+                   ca_file=config.ssl_ca_cert, cert_file=config.cert_file,
+                   key_file=config.key_file, verify=config.verify_ssl)
 
     @property
     def url(self) -> str:
@@ -121,7 +142,8 @@ class FaultProxy:
             def _forward(self, body: bytes | None) -> None:
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in _HOP_HEADERS and k.lower() != "authorization"}
-                headers["Authorization"] = f"Bearer {proxy.token}"
+                if proxy.authorization:
+                    headers["Authorization"] = proxy.authorization
                 upstream = proxy._pool.request(self.command, proxy.upstream + self.path,
                                                body=body, headers=headers,
                                                preload_content=False, redirect=False)

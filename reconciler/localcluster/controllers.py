@@ -37,9 +37,11 @@ JOIN_TIMEOUT = 5.0
 Key = tuple[str, str, str]  # plural, namespace, name
 
 
-def for_url(url: str, *, ready_delay: float, stop: threading.Event) -> SimulatedControllers:
-    """Controllers talking to the API server at url (no kubeconfig needed)."""
+def for_url(url: str, *, token: str, ready_delay: float,
+            stop: threading.Event) -> SimulatedControllers:
+    """Controllers talking to the API server at url with a bearer token (no kubeconfig)."""
     configuration = kubernetes.client.Configuration(host=url)
+    configuration.api_key["BearerToken"] = f"Bearer {token}"
     api_client = kubernetes.client.ApiClient(configuration)
     return SimulatedControllers(api_client=api_client, ready_delay=ready_delay, stop=stop)
 

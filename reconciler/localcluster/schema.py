@@ -233,3 +233,58 @@ def items_schema(schema: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         return None
     items = schema.get("items")
     return items if isinstance(items, dict) else None
+
+
+def typed_patch_error(config: Mapping[str, Any], schema: Mapping[str, Any] | None) -> str | None:
+    """Why server-side apply cannot build a typed patch from `config`, or None.
+
+    A real apiserver converts an applied configuration to a typed value of the CRD's
+    schema before it validates or prunes anything: a field the schema does not declare,
+    or a value of the wrong type, fails there with a 500, not a 422 and not a silent
+    prune. The path is printed as structured-merge-diff prints it (`.spec.bogus`).
+    """
+    if not schema:
+        return None
+    return _typed_object(config, schema, "", root=True)
+
+
+def _typed_object(value: Mapping[str, Any], schema: Mapping[str, Any], path: str, *,
+                  root: bool = False) -> str | None:
+    properties = schema.get("properties") or {}
+    additional = schema.get("additionalProperties")
+    preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
+    for key, item in value.items():
+        if root and key in _ROOT_SKIP:
+            continue
+        child = f"{path}.{key}"
+        if key in properties:
+            problem = _typed(item, properties[key], child)
+        elif isinstance(additional, dict):
+            problem = _typed(item, additional, child)
+        elif additional is True or preserve or _is_free_form(schema):
+            problem = None
+        else:
+            problem = f"{child}: field not declared in schema"
+        if problem:
+            return problem
+    return None
+
+
+def _typed(value: Any, schema: Mapping[str, Any], path: str) -> str | None:
+    expected = schema.get("type")
+    if value is None or (schema.get("x-kubernetes-preserve-unknown-fields") and not expected):
+        return None
+    if expected and not _type_ok(expected, value, schema):
+        wanted = {"integer": "numeric (int or float)", "number": "numeric (int or float)",
+                  "object": "map", "array": "list", "boolean": "bool"}.get(expected, expected)
+        got = "string" if isinstance(value, str) else (
+            f"&value.valueUnstructured{{Value:{_quote(value)}}}")
+        return f"{path}: expected {wanted}, got {got}"
+    if isinstance(value, dict):
+        return _typed_object(value, schema, path)
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            problem = _typed(item, schema["items"], f"{path}[{index}]")
+            if problem:
+                return problem
+    return None

@@ -27,6 +27,7 @@ from reconciler.localcluster import (
     managedfields,
     patches,
     resources,
+    schema,
     selectors,
     statuses,
 )
@@ -824,6 +825,16 @@ class Store:
                 raise statuses.bad_request(f"invalid object type: /, Kind={body.get('kind', '')}"
                                            if field == "kind" else
                                            "apiVersion must be set in the applied configuration")
+        problem = schema.typed_patch_error(body, rtype.schema)
+        if problem:
+            # The apiserver names the object as the applied body does: its namespace may
+            # be empty even when the URL names one.
+            meta = body.get("metadata") or {}
+            where = f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
+            raise statuses.ApiError(
+                code=500, reason="",
+                message=f"failed to create typed patch object ({where}; {rtype.group}/"
+                        f"{rtype.version}, Kind={rtype.kind}): {problem}")
         return self._check_body(rtype, body, namespace=namespace, name=name)
 
     def _allocate_ip(self) -> str:

@@ -28,50 +28,51 @@ def applies_to(target: ClusterUnderTest, name: str) -> list[int]:
     pytest.param(localcluster.Fault(verb="apply", path_regex=WC_PATH, drop_connection=True),
                  id="dropped-connection"),
 ])
-def test_transient_failure_is_retried(local_cluster: ClusterUnderTest,
+def test_transient_failure_is_retried(any_cluster: ClusterUnderTest,
                                       remote: gitrepo.GitRemote, tmp_path: Path,
                                       fault: localcluster.Fault):
     """One 503, 429 or dropped connection on an apply is retried and the sync succeeds."""
-    assert local_cluster.local is not None
-    handle = local_cluster.local.faults.add(fault)
-    site = Site(root=tmp_path, remote_url=remote.url, target=local_cluster)
+    handle = any_cluster.faults.add(fault)
+    site = Site(root=tmp_path, remote_url=remote.url, target=any_cluster)
     result = site.sync()
     assert result.ok, result.message
     assert handle.hits == 1
-    statuses = applies_to(local_cluster, "sfo-wc-01")
-    assert statuses[-1] in (200, 201) and len(statuses) >= 2 - fault.drop_connection
+    if any_cluster.has_request_log:
+        statuses = applies_to(any_cluster, "sfo-wc-01")
+        assert statuses[-1] in (200, 201)
+        if any_cluster.local is not None:  # it logs the failed attempt; a proxy answers it
+            assert statuses[:-1] == [fault.status or 0]
 
 
-def test_persistent_server_error_fails_the_wave_and_stops(local_cluster: ClusterUnderTest,
+def test_persistent_server_error_fails_the_wave_and_stops(any_cluster: ClusterUnderTest,
                                                           remote: gitrepo.GitRemote,
                                                           tmp_path: Path):
     """A 500 on every try fails the rollout naming the object; later waves are not sent."""
-    assert local_cluster.local is not None
-    local_cluster.local.faults.add(localcluster.Fault(verb="apply", path_regex=WC_PATH,
-                                                      status=500, times=None))
-    site = Site(root=tmp_path, remote_url=remote.url, target=local_cluster)
+    handle = any_cluster.faults.add(localcluster.Fault(verb="apply", path_regex=WC_PATH,
+                                                       status=500, times=None))
+    site = Site(root=tmp_path, remote_url=remote.url, target=any_cluster)
     result = site.sync()
     assert not result.ok
     assert result.phase is state.Outcome.FAILED
     assert "WorkloadCluster/sfo-ran/sfo-wc-01 apply failed" in result.message
-    assert len(applies_to(local_cluster, "sfo-wc-01")) == 4  # the first try and 3 retries
-    assert not [r for r in local_cluster.requests() if r.kind == "NetworkFunction"
-                and r.verb == "patch"]
+    assert handle.hits == 4  # the first try and 3 retries
+    nfs = kubectl(any_cluster, "get", "networkfunctions", "-n", "sfo-ran", "-o", "json")
+    assert nfs["items"] == []  # wave 20 never started
     recorded = site.store.load()
     assert recorded.history[-1].outcome is state.Outcome.FAILED
     assert recorded.errors[-1].stage == "apply"
 
 
-def test_field_owned_by_another_manager_conflicts_unless_forced(local_cluster: ClusterUnderTest,
+def test_field_owned_by_another_manager_conflicts_unless_forced(any_cluster: ClusterUnderTest,
                                                                 remote: gitrepo.GitRemote,
                                                                 tmp_path: Path):
     """A field another manager took is a conflict error; --force-conflicts takes it back."""
-    site = Site(root=tmp_path, remote_url=remote.url, target=local_cluster)
+    site = Site(root=tmp_path, remote_url=remote.url, target=any_cluster)
     assert site.sync_cli().returncode == 0
     patch = tmp_path / "cm.yaml"
     patch.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sfo-site-config\n"
                      "  namespace: sfo-ran\ndata:\n  dnn: ims\n")
-    taken = kubectl_run(local_cluster, "apply", "--server-side", "--force-conflicts",
+    taken = kubectl_run(any_cluster, "apply", "--server-side", "--force-conflicts",
                         "--field-manager=field-engineer", "-f", str(patch))
     assert taken.returncode == 0, taken.stderr
     conflicted = site.sync_cli()
@@ -81,12 +82,12 @@ def test_field_owned_by_another_manager_conflicts_unless_forced(local_cluster: C
         assert "field-engineer" in stream and "--force-conflicts" in stream
     forced = site.sync_cli("--force-conflicts")
     assert forced.returncode == 0, forced.stderr
-    got = kubectl(local_cluster, "get", "configmap", "sfo-site-config", "-n", "sfo-ran",
+    got = kubectl(any_cluster, "get", "configmap", "sfo-site-config", "-n", "sfo-ran",
                   "-o", "jsonpath={.data.dnn}")
     assert got == "internet"
 
 
-def test_secret_values_never_appear_in_output_or_state(local_cluster: ClusterUnderTest,
+def test_secret_values_never_appear_in_output_or_state(any_cluster: ClusterUnderTest,
                                                        remote: gitrepo.GitRemote,
                                                        tmp_path: Path):
     """A Secret is applied, and its value is in no log line, summary, status or state file."""
@@ -98,7 +99,7 @@ def test_secret_values_never_appear_in_output_or_state(local_cluster: ClusterUnd
                  "    reconciler.dev/intent-id: sfo-baseline-1\n"
                  f"stringData:\n  psk: {value}\ndata:\n  psk-b64: {encoded}\n")
     remote.commit_and_push("A secret for the UPF")
-    site = Site(root=tmp_path, remote_url=remote.url, target=local_cluster)
+    site = Site(root=tmp_path, remote_url=remote.url, target=any_cluster)
     synced = site.sync_cli("-v", "-o", "json")
     assert synced.returncode == 0, synced.stderr
     assert '"Secret/sfo-ran/upf-psk"' in synced.stdout
@@ -106,3 +107,20 @@ def test_secret_values_never_appear_in_output_or_state(local_cluster: ClusterUnd
     texts = [synced.stdout, synced.stderr, status.stdout, status.stderr,
              site.store.path.read_text()]
     assert not [t for t in texts if value in t or encoded in t]
+
+
+def test_manifest_not_matching_its_crd_fails_without_retries(any_cluster: ClusterUnderTest,
+                                                             remote: gitrepo.GitRemote,
+                                                             tmp_path: Path):
+    """A field the CRD does not declare fails the apply once, naming the field: no retry."""
+    path = "sites/edge-sfo-01/manifests/10-workloadcluster.yaml"
+    remote.write(path, remote.read(path).replace("  region: us-west-2",
+                                                 "  region: us-west-2\n  colour: blue"))
+    remote.commit_and_push("A field the CRD does not have")
+    site = Site(root=tmp_path, remote_url=remote.url, target=any_cluster)
+    result = site.sync()
+    assert not result.ok
+    assert ".spec.colour: field not declared in schema" in result.message
+    assert "does not match its CRD's schema" in result.message
+    if any_cluster.has_request_log:
+        assert len(applies_to(any_cluster, "sfo-wc-01")) == 1

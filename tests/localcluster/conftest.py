@@ -19,6 +19,7 @@ import pytest
 from kubernetes import dynamic
 
 from reconciler import localcluster
+from reconciler.localcluster import kubeconfig
 from tests.localcluster import crds
 
 KUBECTL = shutil.which("kubectl")
@@ -54,7 +55,8 @@ class Raw:
             payload = body
             if isinstance(body, dict | list):
                 payload = json.dumps(body)
-            all_headers = {"Content-Type": content_type, **(headers or {})}
+            all_headers = {"Content-Type": content_type,
+                           "Authorization": f"Bearer {kubeconfig.TOKEN}", **(headers or {})}
             conn.request(method, path, body=payload, headers=all_headers)
             response = conn.getresponse()
             return Reply(status=response.status,
@@ -125,7 +127,9 @@ def raw(cluster: localcluster.LocalCluster) -> Raw:
 @pytest.fixture
 def api_client(cluster: localcluster.LocalCluster) -> Iterator[kubernetes.client.ApiClient]:
     """The official client, configured from the cluster's URL."""
-    client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=cluster.url))
+    configuration = kubernetes.client.Configuration(host=cluster.url)
+    configuration.api_key["BearerToken"] = f"Bearer {kubeconfig.TOKEN}"
+    client = kubernetes.client.ApiClient(configuration)
     yield client
     client.close()
 

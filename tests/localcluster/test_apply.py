@@ -250,30 +250,53 @@ def test_strategic_merge_patch_is_refused_for_custom_resources(telco: conftest.R
 
 
 def test_schema_errors_are_invalid_with_real_wording(telco: conftest.Raw) -> None:
-    """Type, required and enum violations answer 422 Invalid worded like the apiserver."""
-    bad_type = telco.apply(f"{conftest.WC_PATH}/a", crds.workload_cluster("a", nodes="three"))
+    """On create, type, required and enum violations answer 422 Invalid, as the apiserver."""
+    bad_type = telco.request("POST", conftest.WC_PATH, crds.workload_cluster("a", nodes="three"))
     assert bad_type.status == 422
     assert bad_type.json()["message"] == (
         'WorkloadCluster.telco.example.com "a" is invalid: spec.nodes: Invalid value: "string": '
         'spec.nodes in body must be of type integer: "string"')
     missing = crds.workload_cluster("b")
     del missing["spec"]["region"]
-    reply = telco.apply(f"{conftest.WC_PATH}/b", missing)
+    reply = telco.request("POST", conftest.WC_PATH, missing)
     assert reply.status == 422
     assert reply.json()["details"]["causes"][0] == {
         "reason": "FieldValueRequired", "message": "Required value", "field": "spec.region"}
-    bad_enum = telco.apply(f"{conftest.NF_PATH}/n", crds.network_function("n", type="XYZ"))
+    bad_enum = telco.request("POST", conftest.NF_PATH, crds.network_function("n", type="XYZ"))
     assert bad_enum.status == 422
     assert 'spec.type: Unsupported value: "XYZ": supported values: "UPF", "AMF", "SMF"' in (
         bad_enum.json()["message"])
 
 
-def test_unknown_fields_are_pruned(telco: conftest.Raw) -> None:
-    """Fields the structural schema does not declare are dropped silently."""
-    reply = telco.apply(f"{conftest.WC_PATH}/a", crds.workload_cluster("a", colour="blue"))
+def test_unknown_fields_are_pruned_on_create(telco: conftest.Raw) -> None:
+    """On create, fields the structural schema does not declare are dropped silently."""
+    reply = telco.request("POST", conftest.WC_PATH, crds.workload_cluster("a", colour="blue"))
     assert reply.status == 201
     assert "colour" not in reply.json()["spec"]
-    assert "f:colour" not in reply.json()["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]
+
+
+def test_apply_with_an_undeclared_field_fails_to_build_its_typed_patch(
+        telco: conftest.Raw) -> None:
+    """Server-side apply of an undeclared field is a 500, not a prune (found on v1.37.2)."""
+    reply = telco.apply(f"{conftest.WC_PATH}/a", crds.workload_cluster("a", colour="blue"))
+    assert reply.status == 500
+    assert reply.json()["message"] == (
+        "failed to create typed patch object (default/a; telco.example.com/v1alpha1, "
+        "Kind=WorkloadCluster): .spec.colour: field not declared in schema")
+    assert telco.request("GET", f"{conftest.WC_PATH}/a").status == 404
+
+
+def test_apply_with_a_wrongly_typed_field_fails_to_build_its_typed_patch(
+        telco: conftest.Raw) -> None:
+    """Server-side apply of a value of the wrong type is a 500 before any 422 validation."""
+    reply = telco.apply(f"{conftest.WC_PATH}/a", crds.workload_cluster("a", nodes="three"))
+    assert reply.status == 500
+    assert reply.json()["message"].endswith(
+        ".spec.nodes: expected numeric (int or float), got string")
+    region = telco.apply(f"{conftest.WC_PATH}/b", crds.workload_cluster("b", region=5))
+    assert region.status == 500
+    assert region.json()["message"].endswith(
+        ".spec.region: expected string, got &value.valueUnstructured{Value:5}")
 
 
 def test_invalid_name_is_rejected(raw: conftest.Raw) -> None:

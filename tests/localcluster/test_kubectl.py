@@ -81,13 +81,19 @@ def test_kubectl_client_side_apply_with_default_validation(kubectl: conftest.Kub
 
 def test_kubectl_strict_validation_refuses_unknown_custom_fields(
         telco: conftest.Raw, kubectl: conftest.Kubectl) -> None:
-    """kubectl's default strict field validation turns an undeclared CR field into an error."""
+    """kubectl's strict validation refuses an undeclared CR field; --validate=false prunes it;
+    server-side apply refuses it either way, as a real apiserver does."""
     manifest = json.dumps(crds.workload_cluster("typo", colour="blue"))
-    result = kubectl("apply", "--server-side", "-f", "-", stdin=manifest, check=False)
+    result = kubectl("apply", "-f", "-", stdin=manifest, check=False)
     assert result.returncode != 0
     assert 'unknown field "spec.colour"' in result.stderr
-    lenient = kubectl("apply", "--server-side", "--validate=false", "-f", "-", stdin=manifest)
+    lenient = kubectl("apply", "--validate=false", "-f", "-", stdin=manifest)
     assert lenient.returncode == 0
+    server_side = kubectl("apply", "--server-side", "--validate=false", "-f", "-",
+                          stdin=json.dumps(crds.workload_cluster("typo2", colour="blue")),
+                          check=False)
+    assert server_side.returncode != 0
+    assert ".spec.colour: field not declared in schema" in server_side.stderr
 
 
 def test_kubectl_create_uses_protobuf_and_works(kubectl: conftest.Kubectl) -> None:

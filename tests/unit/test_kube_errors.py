@@ -22,6 +22,16 @@ def test_other_kinds_keep_the_servers_detail():
     assert '"ok"' in str(fail(422, 'ConfigMap "x" is invalid: Invalid value: "ok": bad'))
 
 
+def test_typed_patch_failure_is_permanent():
+    """A 500 from building the apply's typed patch names the schema mismatch, no retry."""
+    error = fail(500, "failed to create typed patch object (ns/w; telco.example.com/v1alpha1, "
+                      "Kind=WorkloadCluster): .spec.bogus: field not declared in schema",
+                 what="WorkloadCluster/ns/w")
+    assert not error.retryable
+    assert ".spec.bogus: field not declared in schema" in str(error)
+    assert "does not match its CRD's schema" in str(error)
+
+
 def test_status_codes_map_to_error_kinds_and_retryability():
     """404 is NotFound, 409 on apply a Conflict, 429 and 5xx retryable, 4xx permanent."""
     assert isinstance(fail(404, "gone"), errors.NotFoundError)

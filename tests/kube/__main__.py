@@ -1,0 +1,90 @@
+"""Command line for the real cluster: ``python -m tests.kube build`` or ``... up``.
+
+``up`` builds if needed, starts etcd, kube-apiserver and kube-controller-manager, copies
+the kubeconfig to --kubeconfig-out and runs until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import tests.kube
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run it; the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m tests.kube", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("build", help="build the binaries into the cache (once)")
+    up = commands.add_parser("up", help="run a cluster in the foreground until interrupted")
+    up.add_argument("--kubeconfig-out", type=Path, required=True, help="write a kubeconfig here")
+    up.add_argument("--workdir", type=Path, help="keep logs here (default: a temp dir)")
+    up.add_argument("--timeout", type=float, default=60.0, help="start-up timeout, seconds")
+    args = parser.parse_args(argv)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        bin_dir = tests.kube.build(log=log)
+    except tests.kube.BuildError as exc:
+        log(f"error: {exc}")
+        return 1
+    if args.command == "build":
+        print(bin_dir)
+        return 0
+    return run_up(
+        kubeconfig_out=args.kubeconfig_out,
+        workdir=args.workdir,
+        bin_dir=bin_dir,
+        timeout=args.timeout,
+        log=log,
+    )
+
+
+def run_up(
+    *,
+    kubeconfig_out: Path,
+    workdir: Path | None,
+    bin_dir: Path,
+    timeout: float,
+    log: Callable[[str], object],
+) -> int:
+    """Start the cluster, announce it, wait for a signal, stop it."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log(f"kube: {signal.Signals(signum).name} received, stopping")
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with tests.kube.running(
+            workdir=workdir, bin_dir=bin_dir, timeout=timeout, abort=stop, log=log
+        ) as cluster:
+            kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
+            kubeconfig_out.write_text(cluster.kubeconfig.read_text())
+            kubeconfig_out.chmod(0o600)
+            print(f"url:        {cluster.url}")
+            print(f"kubeconfig: {kubeconfig_out.resolve()}")
+            print(f"logs:       {cluster.apiserver_log.parent}")
+            print(f"ready in {cluster.ready_after:.1f}s, settled in {cluster.settled_after:.1f}s")
+            print(f"try:        kubectl --kubeconfig {kubeconfig_out} get ns", flush=True)
+            stop.wait()
+    except tests.kube.StartError as exc:
+        log(f"error: {exc}")
+        return 1
+    log("kube: stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
