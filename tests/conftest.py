@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes.config
 import pytest
@@ -51,3 +52,14 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tests.kub
             stop.set()
             sims.stop()
             api.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say once, at the end, when the real-cluster half of the suite did not run."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if "real kube-apiserver not built" in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"NOTE: the real-cluster half was skipped ({len(skipped)} tests): the real "
+            "kube-apiserver is not built. Run `python -m tests.kube build` (needs Go), or "
+            ".ci/run, to include it.", yellow=True, bold=True)
