@@ -1,11 +1,17 @@
-"""The abort signal a rollout carries. Set by the watcher (new intent) or on shutdown.
+"""The abort signal a rollout carries, and the gate its applies pass through.
 
-Every wait in a rollout goes through `Abort.wait()`, so setting it ends the wait at once.
+Set by the watcher when a newer intent is accepted, or on shutdown. Every wait in a
+rollout goes through `Abort.wait()`, so setting it ends the wait at once. Every apply runs
+inside `Abort.gate()`: the watcher sets the signal, then `drain()`s the applies already in
+flight, and only then records the new intent. So no request for the old intent reaches
+the cluster after the new one is accepted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 from reconciler import errors
 
@@ -15,15 +21,18 @@ class Abort:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Condition()
+        self._in_flight = 0
         self._reason = ""
         self._superseded_by: str | None = None
 
     def set(self, reason: str, *, superseded_by: str | None = None) -> None:
-        """Signal the abort; the first reason wins."""
-        if not self._event.is_set():
-            self._reason = reason
-            self._superseded_by = superseded_by
-            self._event.set()
+        """Signal the abort; the first reason wins. No gate opens after this returns."""
+        with self._lock:
+            if not self._event.is_set():
+                self._reason = reason
+                self._superseded_by = superseded_by
+                self._event.set()
 
     @property
     def is_set(self) -> bool:
@@ -37,11 +46,35 @@ class Abort:
     def superseded_by(self) -> str | None:
         return self._superseded_by
 
+    @property
+    def shutdown(self) -> bool:
+        """Stopped for shutdown, not superseded: the rollout resumes on the next start."""
+        return self._event.is_set() and self._superseded_by is None
+
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds; True when aborted."""
         return self._event.wait(timeout)
 
     def check(self) -> None:
-        """Raise AbortedError when the signal is set; call before each apply."""
+        """Raise AbortedError when the signal is set."""
         if self._event.is_set():
             raise errors.AbortedError(f"aborted ({self._reason})")
+
+    @contextlib.contextmanager
+    def gate(self) -> Iterator[None]:
+        """Run one apply: refused once the signal is set, counted while in flight."""
+        with self._lock:
+            self.check()
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._lock.notify_all()
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """After `set()`: wait until every apply in flight has its answer. True when none is
+        left (False only if `timeout` passed first)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._in_flight == 0, timeout)

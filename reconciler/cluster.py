@@ -52,6 +52,7 @@ class Change(enum.StrEnum):
     CREATED = "created"
     CONFIGURED = "configured"
     UNCHANGED = "unchanged"
+    DELETED = "deleted"  # pruned
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,14 +1,20 @@
-"""One reconcile pass of one site: the pipeline from Git to the cluster. Called by the CLI.
+"""One reconcile of one site: the pipeline from Git to the cluster. Called by cli and agent.
 
-fetch -> bundle -> validate -> fence -> (record acceptance) -> rollout -> record.
-The state is saved in `finally`, so every exit path, a crash or an abort included,
-leaves a true record.
+The front half, `evaluate()`: fetch -> bundle -> validate -> fence -> record acceptance.
+The back half, `execute()`: roll out -> prune -> record the outcome.
+`sync_once()` runs both. The long-running agent runs the front half on every trigger and
+the back half in its worker, so a newer intent can be accepted (and the running rollout
+aborted) while a rollout waits. Every record goes through `SiteBox`, which saves in
+`finally`, so each exit path leaves a true record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from reconciler import abort as aborts
@@ -45,33 +51,72 @@ class SyncResult:
     phase: state.Outcome | None = None
 
 
-def sync_once(
-    *,
-    options: Options,
-    store: state.FileStateStore,
-    target: cluster.Cluster,
-    abort: aborts.Abort | None = None,
-) -> SyncResult:
-    """Fetch, read, validate, fence, record, apply. The caller holds the store's lock."""
-    abort = abort or aborts.Abort()
-    previous = store.load()
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the front half decided for one revision: the back half's input."""
+
+    commit: str
+    decision: fence.Decision
+    site_bundle: bundle.Bundle
+
+
+class SiteBox:
+    """The site's state in memory and on disk, changed under one lock by one process."""
+
+    def __init__(self, store: state.FileStateStore) -> None:
+        self.store = store
+        self._lock = threading.RLock()
+        self.current = store.load()
+
+    def update(self, change: Callable[[state.SiteState], state.SiteState]) -> state.SiteState:
+        """Apply `change` and save the result durably before returning it."""
+        with self._lock:
+            updated = change(self.current)
+            self.store.save(updated)
+            self.current = updated
+            return updated
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[state.SiteState]:
+        with self._lock:
+            yield self.current
+
+
+def sync_once(*, options: Options, store: state.FileStateStore, target: cluster.Cluster,
+              abort: aborts.Abort | None = None) -> SyncResult:
+    """Fetch, read, validate, fence, record, roll out, prune. The caller holds the lock."""
+    box = SiteBox(store)
     repo = source.Source(url=options.url, branch=options.branch, cache_dir=options.cache_dir)
-    current = dataclasses.replace(
-        previous,
-        source=state.SourceRecord(url=repo.display_url, branch=options.branch),
-        last_sync=state.SyncRecord(started_at=state.now(), commit=None, result="running"),
-    )
-    stage = "fetch"
-    commit: str | None = None
-    decision: fence.Decision | None = None
-    outcome: rollout.Result | None = None
-    error: str | None = None
+    plan, failure = evaluate(box=box, repo=repo, options=options)
+    if plan is None:
+        assert failure is not None
+        return failure
+    return execute(box=box, plan=plan, target=target, options=options,
+                   abort=abort or aborts.Abort())
+
+
+def evaluate(
+    *,
+    box: SiteBox,
+    repo: source.Source,
+    options: Options,
+    running: Callable[[], tuple[str, aborts.Abort] | None] = lambda: None,
+) -> tuple[Plan | None, SyncResult | None]:
+    """The front half: returns a Plan to roll out, or the result of a pass that ends here.
+
+    `running` tells which intent's rollout is under way and its abort signal: accepting a
+    newer intent sets that signal and drains its applies before the acceptance is recorded.
+    """
+    box.update(lambda s: dataclasses.replace(
+        s, source=state.SourceRecord(url=repo.display_url, branch=options.branch),
+        last_sync=state.SyncRecord(started_at=state.now(), commit=None, result="running")))
+    stage, commit = "fetch", None
     try:
         # Pull: the new head, refused when it rewrote history.
-        revision = repo.fetch(last_head=previous.last_fetched_head,
+        revision = repo.fetch(last_head=box.current.last_fetched_head,
                               allow_history_rewrite=options.allow_history_rewrite)
         commit = revision.sha
-        current = dataclasses.replace(current, last_fetched_head=commit)
+        box.update(lambda s: dataclasses.replace(s, last_fetched_head=revision.sha))
         log.info("fetched %s at %s (%s)", options.branch, commit[:12], revision.subject)
 
         # Read the site's intent and manifests at that commit; stop on anything malformed.
@@ -87,70 +132,116 @@ def sync_once(
 
         # Fence: accept, keep or refuse the intent; split manifests into apply and drop.
         stage = "fence"
-        decision = fence.decide(accepted=previous.accepted,
-                                superseded=previous.superseded_ids(),
-                                intent=site_bundle.intent, manifests=site_bundle.manifests)
-        if decision.verdict is not fence.Verdict.REFUSE:  # a refusal keeps the last drops
-            current = dataclasses.replace(
-                current, drops=tuple(_drop_record(d) for d in decision.drops))
+        with box.locked() as current:
+            decision = fence.decide(accepted=current.accepted,
+                                    superseded=current.superseded_ids(),
+                                    intent=site_bundle.intent, manifests=site_bundle.manifests)
         for drop in decision.drops:
             log.warning("dropped %s from %s: %s", drop.object, drop.location, drop.reason)
         if decision.verdict is fence.Verdict.REFUSE:
             log.error("refused: %s", decision.reason)
-            current = current.with_history(state.HistoryEntry(
+            box.update(lambda s: _finish_sync(s.with_history(state.HistoryEntry(
                 id=site_bundle.intent.id, sequence=site_bundle.intent.sequence, commit=commit,
-                outcome=state.Outcome.REFUSED, finished_at=state.now(), message=decision.reason,
-            ))
-            return _result(ok=False, options=options, commit=commit, decision=decision,
-                           message=decision.reason)
+                outcome=state.Outcome.REFUSED, finished_at=state.now(),
+                message=decision.reason,
+            )), commit=commit, decision=decision, outcome=None, error=None))
+            return None, _result(ok=False, options=options, commit=commit, decision=decision,
+                                 message=decision.reason)
+        drops = tuple(_drop_record(d) for d in decision.drops)
 
-        # Accept: record the new intent durably before anything is applied for it.
+        # Accept: stop the running rollout, then record the new intent durably, before
+        # anything is applied for it.
         if decision.verdict is fence.Verdict.ACCEPT:
-            current = _accept(current, intent=site_bundle.intent, commit=commit)
-            store.save(current)
+            under_way = running()
+            if under_way is not None:
+                old_id, old_abort = under_way
+                old_abort.set(f"superseded by {decision.intent_id}",
+                              superseded_by=decision.intent_id)
+                old_abort.drain()
+                log.warning("aborting the rollout of %s: superseded by %s", old_id,
+                            decision.intent_id)
+            box.update(lambda s: dataclasses.replace(
+                _accept(s, intent=site_bundle.intent, commit=revision.sha), drops=drops))
             log.info("accepted intent %s (%s)", decision.intent_id, decision.reason)
         else:
+            box.update(lambda s: dataclasses.replace(s, drops=drops))
             log.info("intent %s is in force; converging", decision.intent_id)
+        return Plan(commit=commit, decision=decision, site_bundle=site_bundle), None
+    except errors.ReconcilerError as exc:
+        error = str(exc)
+        log.error("%s", error)
+        box.update(lambda s: _finish_sync(
+            s.with_error(state.ErrorRecord(time=state.now(), stage=stage, message=error,
+                                           commit=commit)),
+            commit=commit, decision=None, outcome=None, error=error))
+        found = exc.findings if isinstance(exc, errors.ValidationError) else [error]
+        return None, _result(ok=False, options=options, commit=commit, decision=None,
+                             message=error, errors=tuple(found))
 
-        # Roll out the manifests that carry the accepted intent.
-        stage = "apply"
-        current = dataclasses.replace(current, rollout=state.RolloutRecord(
-            intent_id=decision.intent_id, commit=commit, phase=state.Outcome.PROGRESSING,
-            started_at=state.now(), waves=rollout.wave_records(decision.apply),
-        ))
 
-        def on_progress(waves: tuple[state.WaveRecord, ...]) -> None:
-            nonlocal current
-            assert current.rollout is not None
-            current = dataclasses.replace(
-                current, rollout=dataclasses.replace(current.rollout, waves=waves))
-            store.save(current)
+def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Options,
+            abort: aborts.Abort) -> SyncResult:
+    """The back half: roll the plan out, prune after success, and record the outcome."""
+    decision, intent = plan.decision, plan.site_bundle.intent
+    outcome: rollout.Result | None = None
+    pruned: list[rollout.ObjectResult] = []
+    error: str | None = None
+    box.update(lambda s: dataclasses.replace(s, rollout=state.RolloutRecord(
+        intent_id=decision.intent_id, commit=plan.commit, phase=state.Outcome.PROGRESSING,
+        started_at=state.now(), waves=rollout.wave_records(decision.apply)),
+    ).update_history(decision.intent_id, outcome=state.Outcome.PROGRESSING))
 
-        outcome = rollout.run(target=target, site=options.site, crds=site_bundle.crds,
-                              manifests=decision.apply, abort=abort, on_progress=on_progress)
-        current = _record_rollout(current, outcome=outcome, abort=abort)
+    def on_progress(waves: tuple[state.WaveRecord, ...]) -> None:
+        box.update(lambda s: dataclasses.replace(s, rollout=dataclasses.replace(
+            s.rollout, waves=waves)) if s.rollout else s)
+
+    try:
+        outcome = rollout.run(target=target, site=options.site, crds=plan.site_bundle.crds,
+                              manifests=decision.apply, abort=abort, on_progress=on_progress,
+                              health_timeout=intent.health_timeout)
+        if outcome.phase is state.Outcome.SUCCEEDED and intent.prune:
+            # Prune: only now, after a successful rollout of the accepted intent, and only
+            # objects with no manifest left at all. A dropped (stale) manifest holds its
+            # object: a conflict to resolve in Git, not a request to delete.
+            keep = {r.ref.inventory_id for r in outcome.results if r.intent_id}
+            keep |= _held(plan, target=target, site=options.site)
+            stale = [e for e in box.current.inventory if e.id not in keep]
+            try:
+                pruned = rollout.prune(target=target, site=options.site, stale=stale,
+                                       abort=abort)
+            except errors.AbortedError as exc:
+                outcome = dataclasses.replace(outcome, phase=state.Outcome.ABORTED,
+                                              message=str(exc))
+            except errors.ReconcilerError as exc:
+                outcome = dataclasses.replace(outcome, phase=state.Outcome.FAILED,
+                                              message=f"prune failed: {exc}")
         ok = outcome.phase is state.Outcome.SUCCEEDED
-        message = (f"intent {decision.intent_id} {outcome.phase.value.lower()}"
-                   + (f": {outcome.message}" if outcome.message else ""))
         if not ok:
             error = outcome.message
             log.error("rollout of intent %s %s: %s", decision.intent_id,
                       outcome.phase.value.lower(), outcome.message)
-        return _result(ok=ok, options=options, commit=commit, decision=decision,
-                       message=message, outcome=outcome)
+        message = (f"intent {decision.intent_id} {outcome.phase.value.lower()}"
+                   + (f": {outcome.message}" if outcome.message else ""))
+        final = dataclasses.replace(outcome, results=outcome.results + tuple(pruned))
+        return _result(ok=ok, options=options, commit=plan.commit, decision=decision,
+                       message=message, outcome=final)
     except errors.ReconcilerError as exc:
         error = str(exc)
         log.error("%s", error)
-        findings = exc.findings if isinstance(exc, errors.ValidationError) else [error]
-        return _result(ok=False, options=options, commit=commit, decision=decision,
-                       message=error, errors=tuple(findings))
+        return _result(ok=False, options=options, commit=plan.commit, decision=decision,
+                       message=error, errors=(error,))
     finally:
-        if error is not None:
-            current = current.with_error(state.ErrorRecord(
-                time=state.now(), stage=stage, message=error, commit=commit))
-        current = dataclasses.replace(current, last_sync=_sync_record(
-            current.last_sync, commit=commit, decision=decision, outcome=outcome, error=error))
-        store.save(current)
+        def record(s: state.SiteState) -> state.SiteState:
+            if outcome is not None:
+                s = _record_rollout(s, outcome=outcome, abort=abort, pruned=pruned,
+                                    prune_enabled=intent.prune,
+                                    held=_held(plan, target=target, site=options.site))
+            if error is not None and not abort.is_set:
+                s = s.with_error(state.ErrorRecord(time=state.now(), stage="apply",
+                                                   message=error, commit=plan.commit))
+            return _finish_sync(s, commit=plan.commit, decision=decision, outcome=outcome,
+                                error=error, pruned=len(pruned))
+        box.update(record)
 
 
 def _accept(current: state.SiteState, *, intent: bundle.Intent, commit: str) -> state.SiteState:
@@ -162,24 +253,34 @@ def _accept(current: state.SiteState, *, intent: bundle.Intent, commit: str) -> 
         changes: dict[str, object] = {"superseded_by": intent.id}
         if running:
             changes.update(outcome=state.Outcome.ABORTED, finished_at=state.now(),
-                           message=f"superseded by {intent.id}")
+                           message=f"Aborted (superseded by {intent.id})")
         current = current.update_history(old.id, **changes)
+        if running and current.rollout is not None:
+            current = dataclasses.replace(current, rollout=dataclasses.replace(
+                current.rollout, phase=state.Outcome.ABORTED, finished_at=state.now(),
+                superseded_by=intent.id, message=f"Aborted (superseded by {intent.id})"))
     accepted = fence.Accepted(id=intent.id, sequence=intent.sequence, commit=commit,
                               accepted_at=state.now())
-    current = dataclasses.replace(current, accepted=accepted, rollout=state.RolloutRecord(
-        intent_id=intent.id, commit=commit, phase=state.Outcome.PENDING,
-        started_at=accepted.accepted_at,
-    ))
+    current = dataclasses.replace(current, accepted=accepted)
     return current.with_history(state.HistoryEntry(
         id=intent.id, sequence=intent.sequence, commit=commit,
-        outcome=state.Outcome.PROGRESSING, accepted_at=accepted.accepted_at,
+        outcome=state.Outcome.PENDING, accepted_at=accepted.accepted_at,
     ))
 
 
-def _record_rollout(current: state.SiteState, *, outcome: rollout.Result,
-                    abort: aborts.Abort) -> state.SiteState:
+def _held(plan: Plan, *, target: cluster.Cluster, site: str) -> set[str]:
+    """Inventory ids of the objects whose manifests this revision dropped."""
+    applied = {id(m) for m in plan.decision.apply}
+    return {rollout.ref_of(target, m, site=site).inventory_id
+            for m in plan.site_bundle.manifests if id(m) not in applied}
+
+
+def _record_rollout(current: state.SiteState, *, outcome: rollout.Result, abort: aborts.Abort,
+                    pruned: list[rollout.ObjectResult], prune_enabled: bool,
+                    held: set[str]) -> state.SiteState:
     """Inventory, rollout record and history after a rollout ended."""
-    assert current.rollout is not None
+    if current.rollout is None:
+        return current
     finished = state.now()
     inventory = {entry.id: entry for entry in current.inventory}
     for result in outcome.results:
@@ -189,20 +290,33 @@ def _record_rollout(current: state.SiteState, *, outcome: rollout.Result,
             id=result.ref.inventory_id, api_version=result.ref.api_version,
             kind=result.ref.kind, namespace=result.ref.namespace, name=result.ref.name,
             intent_id=result.intent_id, applied_at=finished,
-            resource_version=result.resource_version,
+            resource_version=result.resource_version, wave=result.wave,
         )
+    if outcome.phase is state.Outcome.SUCCEEDED and prune_enabled:
+        # After a successful prune the inventory is what this intent applied, plus the
+        # objects held by dropped manifests.
+        desired = {r.ref.inventory_id for r in outcome.results if r.intent_id} | held
+        inventory = {key: entry for key, entry in inventory.items() if key in desired}
+    if abort.shutdown:
+        # Stopped for shutdown: the rollout resumes at the next start, so it stays open.
+        phase, message = state.Outcome.PROGRESSING, "interrupted by shutdown; resumes on start"
+    else:
+        phase, message = outcome.phase, outcome.message
     superseded = abort.superseded_by if outcome.phase is state.Outcome.ABORTED else None
+    if superseded:
+        message = f"Aborted (superseded by {superseded})"
     rollout_record = dataclasses.replace(
-        current.rollout, phase=outcome.phase, finished_at=finished, message=outcome.message,
-        waves=outcome.waves, superseded_by=superseded,
+        current.rollout, phase=phase, message=message, waves=outcome.waves,
+        finished_at=None if phase is state.Outcome.PROGRESSING else finished,
+        superseded_by=superseded,
     )
-    current = dataclasses.replace(
-        current, rollout=rollout_record,
-        inventory=tuple(inventory[key] for key in sorted(inventory)),
-    )
-    return current.update_history(current.rollout.intent_id, outcome=outcome.phase,
-                                  finished_at=finished, message=outcome.message,
-                                  **({"superseded_by": superseded} if superseded else {}))
+    current = dataclasses.replace(current, rollout=rollout_record,
+                                  inventory=tuple(inventory[key] for key in sorted(inventory)))
+    if superseded:
+        return current  # the acceptance of the newer intent already closed its history entry
+    return current.update_history(
+        rollout_record.intent_id, outcome=phase, message=message,
+        finished_at=None if phase is state.Outcome.PROGRESSING else finished)
 
 
 def _drop_record(drop: fence.Drop) -> state.DropRecord:
@@ -211,10 +325,11 @@ def _drop_record(drop: fence.Drop) -> state.DropRecord:
                             reason=drop.reason)
 
 
-def _sync_record(record: state.SyncRecord | None, *, commit: str | None,
+def _finish_sync(current: state.SiteState, *, commit: str | None,
                  decision: fence.Decision | None, outcome: rollout.Result | None,
-                 error: str | None) -> state.SyncRecord:
-    assert record is not None
+                 error: str | None, pruned: int = 0) -> state.SiteState:
+    record = current.last_sync or state.SyncRecord(started_at=state.now(), commit=commit,
+                                                   result="running")
     counts = {change: 0 for change in cluster.Change}
     for result in outcome.results if outcome else ():
         counts[result.change] += 1
@@ -224,13 +339,13 @@ def _sync_record(record: state.SyncRecord | None, *, commit: str | None,
         result_text, message = "failed", error
     else:
         result_text, message = "ok", decision.reason if decision else ""
-    return dataclasses.replace(
+    return dataclasses.replace(current, last_sync=dataclasses.replace(
         record, finished_at=state.now(), commit=commit, result=result_text, message=message,
         verdict=decision.verdict.value if decision else None,
         created=counts[cluster.Change.CREATED], configured=counts[cluster.Change.CONFIGURED],
-        unchanged=counts[cluster.Change.UNCHANGED],
+        unchanged=counts[cluster.Change.UNCHANGED], pruned=pruned,
         dropped=len(decision.drops) if decision else 0,
-    )
+    ))
 
 
 def _result(*, ok: bool, options: Options, commit: str | None,

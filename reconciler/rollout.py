@@ -1,36 +1,51 @@
-"""Apply the accepted intent's manifests to the cluster, wave by wave. Called by reconcile.
+"""Roll the accepted intent's manifests out to the cluster, wave by wave. Called by reconcile.
 
-This is the seam issue #4 grows into health gates: each wave is applied, recorded, and the
-abort signal is checked before every apply and during every wait, so a newer intent stops
-the rollout between any two requests.
+Each wave: apply its objects (kind groups in order, each group concurrently, every apply
+through the abort gate), then wait until all of them are healthy, one fails, or the health
+timeout passes. Every wait uses the abort signal, so a newer intent stops the rollout at
+once. After a successful rollout, `prune()` deletes what is no longer desired.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler import abort as aborts
-from reconciler import bundle, cluster, contract, drift, errors, state
+from reconciler import bundle, cluster, contract, drift, errors, health, state
 
 log = logging.getLogger("reconciler.rollout")
 
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts at a retryable apply
 CRD_ESTABLISH_TIMEOUT = 30.0
+POLL_INTERVAL = 0.25  # seconds between health reads while a wave waits
+APPLY_CONCURRENCY = 4
 CRD_KIND = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+
+# Within a wave, kinds go in this order; custom resources (anything unlisted) go last.
+_KIND_ORDER = {kind: rank for rank, kind in enumerate((
+    "Namespace", "CustomResourceDefinition", "ServiceAccount", "Role", "ClusterRole",
+    "RoleBinding", "ClusterRoleBinding", "ConfigMap", "Secret", "Service",
+    "PersistentVolumeClaim", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job",
+    "CronJob", "Pod",
+))}
+_CUSTOM_RANK = len(_KIND_ORDER)
 
 
 @dataclasses.dataclass(frozen=True)
 class ObjectResult:
-    """What one apply did: the ChangeSet entry that feeds inventory, logs and reports."""
+    """What one step did to one object: the ChangeSet entry that feeds inventory and logs."""
 
     ref: cluster.ObjectRef
     change: cluster.Change
     resource_version: str | None
     intent_id: str | None
+    wave: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +54,10 @@ class Result:
     results: tuple[ObjectResult, ...]
     waves: tuple[state.WaveRecord, ...]
     message: str = ""
+
+
+def kind_rank(kind: str) -> int:
+    return _KIND_ORDER.get(kind, _CUSTOM_RANK)
 
 
 def desired(manifest: bundle.Manifest, *, site: str) -> dict[str, Any]:
@@ -54,11 +73,12 @@ def desired(manifest: bundle.Manifest, *, site: str) -> dict[str, Any]:
 
 
 def plan_waves(manifests: Sequence[bundle.Manifest]) -> list[tuple[int, list[bundle.Manifest]]]:
-    """Manifests grouped by wave, lowest first; manifest order is kept within a wave."""
+    """Manifests by wave, lowest first; within a wave by kind order, then by name."""
     waves: dict[int, list[bundle.Manifest]] = {}
     for manifest in manifests:
         waves.setdefault(manifest.wave, []).append(manifest)
-    return sorted(waves.items())
+    return [(wave, sorted(items, key=lambda m: (kind_rank(m.kind), m.name, m.namespace or "")))
+            for wave, items in sorted(waves.items())]
 
 
 def wave_records(manifests: Sequence[bundle.Manifest]) -> tuple[state.WaveRecord, ...]:
@@ -78,47 +98,97 @@ def run(
     manifests: Sequence[bundle.Manifest],
     abort: aborts.Abort,
     on_progress: Callable[[tuple[state.WaveRecord, ...]], None],
+    health_timeout: float = 600.0,
+    poll_interval: float = POLL_INTERVAL,
+    clock: Callable[[], float] = time.monotonic,  # injected by tests
 ) -> Result:
-    """Apply the CRDs, then each wave; stop at the first failed wave or on abort.
+    """Apply the CRDs, then each wave and wait for it; stop at a failed wave or on abort.
 
     Objects whose live state already holds every desired field are not written: they are
     reported unchanged. The live state is read with one list per kind, by the site label.
     """
     results: list[ObjectResult] = []
-    live: dict[cluster.ObjectRef, Mapping[str, Any]] = {}
     records = list(wave_records(manifests))
-    phase = state.Outcome.PROGRESSING
-    message = ""
+    live: dict[cluster.ObjectRef, Mapping[str, Any]] = {}
+
+    def mark(index: int, phase: state.WavePhase) -> None:
+        records[index] = dataclasses.replace(records[index], phase=phase)
+        on_progress(tuple(records))
+
     try:
         if crds:
             live.update(_list_live(target=target, manifests=crds, site=site))
-            for crd in crds:
-                results.append(_apply_one(target=target, manifest=crd, site=site, abort=abort,
-                                           live=live))
+            results.extend(_apply_group(target=target, items=crds, site=site, abort=abort,
+                                        live=live, wave=0, intent_bound=False))
             _await_crds(target=target, crds=crds, abort=abort)
         live.update(_list_live(target=target, manifests=manifests, site=site))
         for index, (wave, items) in enumerate(plan_waves(manifests)):
-            records[index] = dataclasses.replace(records[index], phase=state.WavePhase.APPLYING)
-            on_progress(tuple(records))
-            failures: list[str] = []
-            for manifest in items:
-                abort.check()
-                try:
-                    results.append(_apply_one(target=target, manifest=manifest, site=site,
-                                              abort=abort, live=live))
-                except errors.ClusterError as exc:
-                    failures.append(str(exc))
-            if failures:
-                records[index] = dataclasses.replace(records[index], phase=state.WavePhase.FAILED)
-                raise errors.ApplyError(f"wave {wave}: " + "; ".join(failures))
-            records[index] = dataclasses.replace(records[index], phase=state.WavePhase.HEALTHY)
-            on_progress(tuple(records))
-        phase = state.Outcome.SUCCEEDED
+            mark(index, state.WavePhase.APPLYING)
+            try:
+                for group in _kind_groups(items):
+                    results.extend(_apply_group(target=target, items=group, site=site,
+                                                abort=abort, live=live, wave=wave))
+                    if any((m.api_version, m.kind) == CRD_KIND for m in group):
+                        _await_crds(target=target, crds=group, abort=abort)
+                        live.update(_list_live(target=target, manifests=items, site=site))
+                mark(index, state.WavePhase.WAITING)
+                _await_healthy(target=target, items=items, site=site, wave=wave, abort=abort,
+                               timeout=health_timeout, poll_interval=poll_interval, clock=clock)
+            except errors.AbortedError:
+                raise
+            except errors.ReconcilerError:
+                mark(index, state.WavePhase.FAILED)
+                raise
+            mark(index, state.WavePhase.HEALTHY)
+        return Result(phase=state.Outcome.SUCCEEDED, results=tuple(results),
+                      waves=tuple(records))
     except errors.AbortedError as exc:
-        phase, message = state.Outcome.ABORTED, str(exc)
+        return Result(phase=state.Outcome.ABORTED, results=tuple(results),
+                      waves=tuple(records), message=str(exc))
     except errors.ReconcilerError as exc:
-        phase, message = state.Outcome.FAILED, str(exc)
-    return Result(phase=phase, results=tuple(results), waves=tuple(records), message=message)
+        return Result(phase=state.Outcome.FAILED, results=tuple(results),
+                      waves=tuple(records), message=str(exc))
+
+
+def _kind_groups(items: Sequence[bundle.Manifest]) -> list[list[bundle.Manifest]]:
+    """Consecutive runs of the same kind rank: applied one run after the other."""
+    groups: list[list[bundle.Manifest]] = []
+    for manifest in items:
+        if groups and kind_rank(groups[-1][0].kind) == kind_rank(manifest.kind):
+            groups[-1].append(manifest)
+        else:
+            groups.append([manifest])
+    return groups
+
+
+def _apply_group(*, target: cluster.Cluster, items: Sequence[bundle.Manifest], site: str,
+                 abort: aborts.Abort, live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
+                 wave: int, intent_bound: bool = True) -> list[ObjectResult]:
+    """Apply a group concurrently (bounded); all errors of the group in one ApplyError."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=APPLY_CONCURRENCY) as pool:
+        futures = [pool.submit(_apply_one, target=target, manifest=m, site=site, abort=abort,
+                               live=live, wave=wave, intent_bound=intent_bound)
+                   for m in items]
+        done: list[ObjectResult] = []
+        failures: list[str] = []
+        aborted: errors.AbortedError | None = None
+        for future in futures:
+            try:
+                done.append(future.result())
+            except errors.AbortedError as exc:
+                aborted = exc
+            except errors.ClusterError as exc:
+                failures.append(str(exc))
+    if aborted is not None:
+        raise aborted
+    if failures:
+        raise errors.ApplyError(f"wave {wave}: " + "; ".join(failures))
+    return done
+
+
+def ref_of(target: cluster.Cluster, manifest: bundle.Manifest, *, site: str) -> cluster.ObjectRef:
+    """The ref of the object a manifest describes, namespace defaulted as the server does."""
+    return _key(target, desired(manifest, site=site))
 
 
 def _key(target: cluster.Cluster, obj: Mapping[str, Any]) -> cluster.ObjectRef:
@@ -134,7 +204,7 @@ def _key(target: cluster.Cluster, obj: Mapping[str, Any]) -> cluster.ObjectRef:
     return ref
 
 
-def _list_live(*, target: cluster.Cluster, manifests: Sequence[bundle.Manifest],
+def _list_live(*, target: cluster.Cluster, manifests: Iterable[bundle.Manifest],
                site: str) -> dict[cluster.ObjectRef, Mapping[str, Any]]:
     """The site's live objects of every kind in `manifests`: one list per kind."""
     found: dict[cluster.ObjectRef, Mapping[str, Any]] = {}
@@ -156,8 +226,11 @@ def _apply_one(
     site: str,
     abort: aborts.Abort,
     live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
+    wave: int,
+    intent_bound: bool,
 ) -> ObjectResult:
     body = desired(manifest, site=site)
+    intent_id = manifest.intent_id if intent_bound else None
     current = live.get(_key(target, body))
     if current is not None and drift.in_sync(desired=body, live=current):
         abort.check()
@@ -165,11 +238,11 @@ def _apply_one(
         log.debug("%s unchanged", ref)
         return ObjectResult(ref=ref, change=cluster.Change.UNCHANGED,
                             resource_version=current.get("metadata", {}).get("resourceVersion"),
-                            intent_id=manifest.intent_id)
+                            intent_id=intent_id, wave=wave)
     for attempt in range(len(RETRY_DELAYS) + 1):
-        abort.check()
         try:
-            applied = target.apply(body)
+            with abort.gate():
+                applied = target.apply(body)
             break
         except errors.ClusterError as exc:
             if not exc.retryable or attempt == len(RETRY_DELAYS):
@@ -181,8 +254,8 @@ def _apply_one(
     change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
     log.info("%s %s", applied.ref, change.value)
     return ObjectResult(ref=applied.ref, change=change,
-                        resource_version=applied.resource_version,
-                        intent_id=manifest.intent_id)
+                        resource_version=applied.resource_version, intent_id=intent_id,
+                        wave=wave)
 
 
 def _await_crds(*, target: cluster.Cluster, crds: Sequence[bundle.Manifest],
@@ -214,3 +287,65 @@ def _await_crds(*, target: cluster.Cluster, crds: Sequence[bundle.Manifest],
                     abort.check()
                 waited += 0.2
                 target.refresh_discovery()
+
+
+def _await_healthy(*, target: cluster.Cluster, items: Sequence[bundle.Manifest], site: str,
+                   wave: int, abort: aborts.Abort, timeout: float, poll_interval: float,
+                   clock: Callable[[], float]) -> None:
+    """Wait until every object of the wave is healthy; FAILED or a timeout is an error."""
+    wanted = {_key(target, desired(m, site=site)): m for m in items}
+    deadline = clock() + timeout
+    while True:
+        abort.check()
+        live = _list_live(target=target, manifests=items, site=site)
+        verdicts = {ref: (health.assess(live[ref]) if ref in live else
+                          health.Health(health.Status.PROGRESSING, "not found yet"))
+                    for ref in wanted}
+        failed = {ref: h for ref, h in verdicts.items() if h.status is health.Status.FAILED}
+        if failed:
+            raise errors.ApplyError(f"wave {wave} failed: " + "; ".join(
+                f"{ref}: {h.message}" for ref, h in sorted(failed.items())))
+        waiting = {ref: h for ref, h in verdicts.items() if h.status is not health.Status.HEALTHY}
+        if not waiting:
+            return
+        if clock() >= deadline:
+            raise errors.ApplyError(
+                f"wave {wave} not healthy after {timeout:.0f}s: " + "; ".join(
+                    f"{ref}: {h.message or h.status.value}" for ref, h in sorted(waiting.items())))
+        if abort.wait(poll_interval):
+            abort.check()
+
+
+def prune(*, target: cluster.Cluster, site: str, stale: Sequence[state.InventoryEntry],
+          abort: aborts.Abort) -> list[ObjectResult]:
+    """Delete objects this reconciler applied for the site and no longer desires.
+
+    Reverse wave order, then reverse kind order. Only objects still carrying the site's
+    label are deleted; `reconciler.dev/prune: disabled` keeps one.
+    """
+    deleted: list[ObjectResult] = []
+    for entry in sorted(stale, key=lambda e: (e.wave, kind_rank(e.kind), e.name), reverse=True):
+        abort.check()
+        ref = cluster.ObjectRef(entry.api_version, entry.kind, entry.namespace, entry.name)
+        try:
+            live = target.get(ref)
+        except errors.NotFoundError:
+            live = None  # its kind is gone with its CRD: so is the object
+        if live is None:
+            continue
+        meta = live.get("metadata") or {}
+        if (meta.get("labels") or {}).get(contract.LABEL_SITE) != site:
+            log.warning("not pruning %s: it no longer carries %s=%s", ref, contract.LABEL_SITE,
+                        site)
+            continue
+        if (meta.get("annotations") or {}).get(contract.ANNOTATION_PRUNE) == "disabled":
+            log.info("not pruning %s: %s is disabled", ref, contract.ANNOTATION_PRUNE)
+            continue
+        with abort.gate():
+            gone = target.delete(ref)
+        if gone:
+            log.info("%s deleted", ref)
+            deleted.append(ObjectResult(ref=ref, change=cluster.Change.DELETED,
+                                        resource_version=None, intent_id=entry.intent_id,
+                                        wave=entry.wave))
+    return deleted

@@ -25,7 +25,8 @@ from typing import Any
 
 from reconciler import bundle, errors, fence, validate
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: inventory entries carry their wave. Version 1 files still load.
+READABLE_VERSIONS = (1, 2)
 HISTORY_LIMIT = 50
 ERRORS_LIMIT = 20
 
@@ -111,6 +112,7 @@ class InventoryEntry:
     intent_id: str
     applied_at: str
     resource_version: str | None = None
+    wave: int = 0  # since format 2; prune goes in reverse wave order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +147,7 @@ class SyncRecord:
     configured: int = 0
     unchanged: int = 0
     dropped: int = 0
+    pruned: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,7 +310,8 @@ class FileStateStore:
                 f"{self.path}: state file belongs to site {data['site']!r}, not {self.site!r}"
             )
         state: SiteState = from_json(SiteState, data)
-        return state
+        # An older format loads with the new fields' defaults and is saved as the new one.
+        return dataclasses.replace(state, format_version=FORMAT_VERSION)
 
     def save(self, state: SiteState) -> None:
         """Write `state` durably: temp file, fsync, rename, fsync of the folder."""

@@ -45,7 +45,16 @@ def test_first_sync_accepts_and_applies_in_wave_order(env: Env):
     result = env.sync()
     assert result.ok, result.message
     assert result.verdict is fence.Verdict.ACCEPT
-    assert env.cluster.applied() == CRDS + SITE_OBJECTS
+    applied = env.cluster.applied()
+    # Kind groups go in order; within a group applies run concurrently, in any order.
+    groups = [set(CRDS), {"Namespace/sfo-ran"}, {"ConfigMap/sfo-ran/sfo-site-config"},
+              {"WorkloadCluster/sfo-ran/sfo-wc-01"},
+              {"NetworkFunction/sfo-ran/sfo-upf", "NetworkFunction/sfo-ran/sfo-smf"}]
+    position = 0
+    for group in groups:
+        assert set(applied[position:position + len(group)]) == group, applied
+        position += len(group)
+    assert position == len(applied)
     recorded = env.store.load()
     assert recorded.accepted is not None and recorded.accepted.id == "sfo-baseline-1"
     assert recorded.rollout is not None and recorded.rollout.phase is state.Outcome.SUCCEEDED

@@ -107,10 +107,10 @@ def test_saved_state_loads_back_equal(store: state.FileStateStore) -> None:
 def test_state_file_is_json_with_format_version_and_camel_case_keys(
     store: state.FileStateStore,
 ) -> None:
-    """The file is plain JSON: formatVersion 1, the site, camelCase keys, enum values."""
+    """The file is plain JSON: formatVersion 2, the site, camelCase keys, enum values."""
     store.save(FULL)
     data = json.loads(store.path.read_text(encoding="utf-8"))
-    assert data["formatVersion"] == state.FORMAT_VERSION == 1
+    assert data["formatVersion"] == state.FORMAT_VERSION == 2
     assert data["site"] == "edge-a"
     assert data["lastFetchedHead"] == SHA_B
     assert data["accepted"] == {"id": "intent-2", "sequence": 2, "commit": SHA_B,
@@ -198,9 +198,9 @@ def test_json_that_is_not_an_object_is_refused(store: state.FileStateStore) -> N
 
 def test_newer_format_version_is_refused(store: state.FileStateStore) -> None:
     """A file written by a newer reconciler is refused, asking for an upgrade."""
-    write_raw(store, {**state.to_json(FULL), "formatVersion": 2, "somethingNew": True})
+    write_raw(store, {**state.to_json(FULL), "formatVersion": 3, "somethingNew": True})
     with pytest.raises(errors.StateError,
-                       match=r"state format version 2 is newer than this reconciler's \(1\); "
+                       match=r"state format version 3 is newer than this reconciler's \(2\); "
                              r"upgrade the reconciler"):
         store.load()
 
@@ -400,3 +400,19 @@ def test_now_is_rfc3339_utc_and_parses_back() -> None:
     moment = state.parse_time(text)
     assert state.to_rfc3339(moment) == text
     assert moment.utcoffset() is not None and moment.utcoffset().total_seconds() == 0
+
+
+def test_format_version_1_file_loads_and_is_saved_as_version_2(
+        store: state.FileStateStore) -> None:
+    """A version-1 file (inventory without waves) loads with wave 0 and saves as version 2."""
+    store.state_dir.mkdir(parents=True, exist_ok=True)
+    store.path.write_text(json.dumps({
+        "formatVersion": 1, "site": "edge-a",
+        "inventory": [{"id": "ns_cm__ConfigMap", "apiVersion": "v1", "kind": "ConfigMap",
+                       "namespace": "ns", "name": "cm", "intentId": "a",
+                       "appliedAt": "2026-11-27T12:00:00.000000Z"}],
+    }))
+    loaded = store.load()
+    assert loaded.inventory[0].wave == 0
+    store.save(loaded)
+    assert json.loads(store.path.read_text())["formatVersion"] == 2
