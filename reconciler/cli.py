@@ -92,6 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sync_flags(sync)
     sync.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
+    run = commands.add_parser(
+        "run", formatter_class=_Formatter,
+        help="the long-running site agent: reconcile on a poll interval and on pushes",
+        description="Fetch on a poll interval (with 10% jitter) and, for a local repository, "
+                    "as soon as its refs change; roll the accepted intent out wave by wave; "
+                    "abort a running rollout the moment a newer intent is accepted. SIGTERM "
+                    "or SIGINT ends the wait in progress, records the state and exits 0.",
+        epilog="examples:\n"
+               "  reconciler run --repo https://git.example.com/fleet.git --site edge-sfo-01\n"
+               "  reconciler run --repo /srv/git/fleet.git --site edge-sfo-01 --interval 5m\n",
+    )
+    _add_sync_flags(run)
+    run.add_argument("--interval", type=_duration, default=30.0,
+                     help="seconds between fetches (default: 30s; 30, 30s, 5m, 1h)")
+    run.add_argument("--no-file-watch", action="store_true",
+                     help="for a local repository, poll only: do not watch its refs")
+
     status = commands.add_parser(
         "status", formatter_class=_Formatter, help="show a site's accepted intent, last sync, "
         "drops, errors and history",
@@ -186,6 +203,28 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from reconciler import agent, kube, reconcile
+
+    if args.interval <= 0:
+        raise errors.UsageError(f"--interval must be positive, not {args.interval}")
+    cache_dir = args.cache_dir or args.state_dir / contract.CACHE_DIR_NAME
+    options = reconcile.Options(url=args.repo, site=args.site, branch=args.branch,
+                                cache_dir=cache_dir,
+                                allow_history_rewrite=args.allow_history_rewrite)
+    store = state.FileStateStore(state_dir=args.state_dir, site=args.site)
+    target = kube.connect(kubeconfig=args.kubeconfig, context=args.context,
+                          force_conflicts=args.force_conflicts)
+    try:
+        with store.lock():
+            site_agent = agent.Agent(options=options, store=store, target=target,
+                                     interval=args.interval,
+                                     watch_files=not args.no_file_watch)
+            return agent.run(agent=site_agent)
+    finally:
+        target.close()
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     site = args.site
     if site is None:
@@ -221,6 +260,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "sync": _cmd_sync,
+    "run": _cmd_run,
     "status": _cmd_status,
     "local-cluster": _cmd_local_cluster,
     "demo": _cmd_demo,

@@ -80,7 +80,13 @@ def _assess_by_conditions(obj: Mapping[str, Any], *, require_ready: bool) -> Hea
     """
     status = _mapping(obj.get("status"))
     if not status:
-        return HEALTHY  # no status at all: nothing reports on it, healthy once applied
+        if require_ready:
+            # A custom resource just created has no status until its controller writes
+            # one: that is not health. (Found on a real apiserver: the wave after it
+            # started between the create and the controller's first status write.)
+            return Health(status=Status.PROGRESSING,
+                          message="waiting for its controller to report status")
+        return HEALTHY  # a built-in kind with no status: nothing reports on it
     generation = _generation(obj)
     if _stale(observed=status.get("observedGeneration"), generation=generation):
         return _waiting_for_generation(generation)
@@ -93,7 +99,7 @@ def _assess_by_conditions(obj: Mapping[str, Any], *, require_ready: bool) -> Hea
         return Health(status=Status.PROGRESSING, message=_describe(reconciling))
     ready = conditions.get("Ready")
     if ready is None:
-        if conditions and require_ready:
+        if require_ready:
             return Health(status=Status.PROGRESSING, message="no Ready condition yet")
         return HEALTHY
     if not _current(ready, generation=generation):

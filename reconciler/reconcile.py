@@ -100,12 +100,14 @@ def evaluate(
     box: SiteBox,
     repo: source.Source,
     options: Options,
-    running: Callable[[], tuple[str, aborts.Abort] | None] = lambda: None,
+    superseding: Callable[[str], contextlib.AbstractContextManager[object]] = (
+        lambda _new_id: contextlib.nullcontext()),
 ) -> tuple[Plan | None, SyncResult | None]:
     """The front half: returns a Plan to roll out, or the result of a pass that ends here.
 
-    `running` tells which intent's rollout is under way and its abort signal: accepting a
-    newer intent sets that signal and drains its applies before the acceptance is recorded.
+    The acceptance of a new intent is recorded inside `superseding(new_id)`: the agent's
+    critical section, which stops the running rollout (abort, then drain its applies) and
+    keeps any older plan from starting until the acceptance is on disk.
     """
     box.update(lambda s: dataclasses.replace(
         s, source=state.SourceRecord(url=repo.display_url, branch=options.branch),
@@ -152,16 +154,9 @@ def evaluate(
         # Accept: stop the running rollout, then record the new intent durably, before
         # anything is applied for it.
         if decision.verdict is fence.Verdict.ACCEPT:
-            under_way = running()
-            if under_way is not None:
-                old_id, old_abort = under_way
-                old_abort.set(f"superseded by {decision.intent_id}",
-                              superseded_by=decision.intent_id)
-                old_abort.drain()
-                log.warning("aborting the rollout of %s: superseded by %s", old_id,
-                            decision.intent_id)
-            box.update(lambda s: dataclasses.replace(
-                _accept(s, intent=site_bundle.intent, commit=revision.sha), drops=drops))
+            with superseding(decision.intent_id):
+                box.update(lambda s: dataclasses.replace(
+                    _accept(s, intent=site_bundle.intent, commit=revision.sha), drops=drops))
             log.info("accepted intent %s (%s)", decision.intent_id, decision.reason)
         else:
             box.update(lambda s: dataclasses.replace(s, drops=drops))

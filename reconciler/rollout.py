@@ -12,6 +12,7 @@ import concurrent.futures
 import copy
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -239,11 +240,21 @@ def _apply_one(
         return ObjectResult(ref=ref, change=cluster.Change.UNCHANGED,
                             resource_version=current.get("metadata", {}).get("resourceVersion"),
                             intent_id=intent_id, wave=wave)
+    force = False
     for attempt in range(len(RETRY_DELAYS) + 1):
         try:
             with abort.gate():
-                applied = target.apply(body)
+                applied = target.apply(body, force=force)
             break
+        except errors.ConflictError as exc:
+            editors = _imperative_editors(target, body, exc)
+            if force or not editors:
+                raise
+            # Fields we applied were changed out of band by imperative edits (kubectl
+            # edit/patch): that is drift, and Git wins. Another *applier* stays a conflict.
+            log.warning("%s: taking back fields changed out of band by %s",
+                        manifest.describe(), ", ".join(editors))
+            force = True
         except errors.ClusterError as exc:
             if not exc.retryable or attempt == len(RETRY_DELAYS):
                 raise
@@ -256,6 +267,27 @@ def _apply_one(
     return ObjectResult(ref=applied.ref, change=change,
                         resource_version=applied.resource_version, intent_id=intent_id,
                         wave=wave)
+
+
+def _imperative_editors(target: cluster.Cluster, body: Mapping[str, Any],
+                        conflict: errors.ConflictError) -> list[str]:
+    """The managers a conflict names, when every one of them edited with Update (not Apply).
+
+    Empty when any of them is another applier, or the object cannot be read.
+    """
+    names = sorted(set(re.findall(r'conflict with "([^"]+)"', str(conflict))))
+    if not names:
+        return []
+    try:
+        live = target.get(cluster.ObjectRef.of(body))
+    except errors.ClusterError:
+        return []
+    entries = ((live or {}).get("metadata") or {}).get("managedFields") or []
+    operations = {(e.get("manager"), e.get("operation")) for e in entries}
+    if all((name, "Update") in operations and (name, "Apply") not in operations
+           for name in names):
+        return names
+    return []
 
 
 def _await_crds(*, target: cluster.Cluster, crds: Sequence[bundle.Manifest],

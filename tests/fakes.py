@@ -16,13 +16,18 @@ CORE_KINDS = {
 
 
 class FakeCluster:
-    """Objects in a dict; a resourceVersion that moves only when an object changes."""
+    """Objects in a dict; a resourceVersion that moves only when an object changes.
+
+    Custom resources get a generation and, at once, a Ready status at that generation, as
+    an instant controller would write it; those named in `not_ready` never get one.
+    """
 
     def __init__(self) -> None:
         self.kinds: dict[tuple[str, str], bool] = dict(CORE_KINDS)
         self.objects: dict[cluster.ObjectRef, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []  # (verb, "Kind/ns/name")
         self.fail: dict[str, errors.ClusterError] = {}  # "Kind/ns/name" -> error to raise
+        self.not_ready: set[str] = set()  # "Kind/ns/name" of custom resources kept unready
         self._version = 0
 
     def resource(self, *, api_version: str, kind: str) -> cluster.Resource:
@@ -47,6 +52,15 @@ class FakeCluster:
         if created or _content(before) != _content(desired):
             self._version += 1
             desired["metadata"]["resourceVersion"] = str(self._version)
+            if (ref.api_version, ref.kind) not in CORE_KINDS:
+                old_generation = (before or {}).get("metadata", {}).get("generation", 0)
+                spec_changed = before is None or before.get("spec") != desired.get("spec")
+                generation = old_generation + 1 if spec_changed else old_generation
+                desired["metadata"]["generation"] = generation
+                if str(ref) not in self.not_ready:
+                    desired["status"] = {"observedGeneration": generation, "conditions": [
+                        {"type": "Ready", "status": "True", "reason": "Reconciled",
+                         "observedGeneration": generation}]}
             if not dry_run:
                 self.objects[ref] = desired
             if ref.kind == "CustomResourceDefinition" and not dry_run:
@@ -83,5 +97,7 @@ class FakeCluster:
 
 def _content(obj: Mapping[str, Any]) -> Any:
     body = copy.deepcopy(dict(obj))
-    body.get("metadata", {}).pop("resourceVersion", None)
+    body.pop("status", None)
+    for key in ("resourceVersion", "generation"):
+        body.get("metadata", {}).pop(key, None)
     return body

@@ -8,8 +8,9 @@ For WorkloadCluster and NetworkFunction (telco.example.com/v1alpha1, all namespa
 watch; when an object's generation has not been observed, set Ready=False/Progressing (phase
 Provisioning) at once and, `ready_delay` seconds later, Ready=True/Reconciled with
 observedGeneration (phase Ready). The annotation `sim.reconciler.dev/fail: "true"` ends in
-Ready=False/Failed instead. A NetworkFunction with `spec.clusterRef` waits until that
-WorkloadCluster (same namespace) is Ready before its own delay starts.
+Ready=False/Failed instead; `sim.reconciler.dev/ready-delay: "<seconds>"` sets one object's
+own delay (from its next generation change). A NetworkFunction with `spec.clusterRef` waits
+until that WorkloadCluster (same namespace) is Ready before its own delay starts.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ WORKLOAD_CLUSTERS = "workloadclusters"
 NETWORK_FUNCTIONS = "networkfunctions"
 KINDS = {WORKLOAD_CLUSTERS: "WorkloadCluster", NETWORK_FUNCTIONS: "NetworkFunction"}
 FAIL_ANNOTATION = "sim.reconciler.dev/fail"
+# Seconds this object takes to become Ready, instead of the controllers' ready_delay.
+DELAY_ANNOTATION = "sim.reconciler.dev/ready-delay"
 FIELD_MANAGER = "simulated-controller"
 WATCH_TIMEOUT_SECONDS = 60
 RETRY_DELAY = 0.5
@@ -48,6 +51,15 @@ def for_url(url: str, *, token: str, ready_delay: float,
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _delay(obj: Mapping[str, Any], default: float) -> float:
+    """The object's own ready delay (its DELAY_ANNOTATION, in seconds), else `default`."""
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(DELAY_ANNOTATION)
+    try:
+        return float(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
 
 
 def _ready_condition(obj: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -233,7 +245,7 @@ class SimulatedControllers:
         if pending is not None:
             pending.timer.cancel()
         self._progress(key, obj, generation, f"provisioning generation {generation}")
-        self._schedule(key, generation, outcome, self.ready_delay)
+        self._schedule(key, generation, outcome, _delay(obj, self.ready_delay))
 
     def _schedule(self, key: Key, generation: int, outcome: str, delay: float) -> None:
         if self._stop.is_set():

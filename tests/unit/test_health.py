@@ -31,7 +31,7 @@ EXPECTED: dict[str, tuple[health.Status, str]] = {
     "cr-stalled.yaml": (F, "Stalled=True (UnsupportedVersion): kubernetesVersion v1.30.2"),
     "cr-reconciling.yaml": (P, "Reconciling=True (Scaling): scaling node pool dataplane"),
     "cr-no-ready-condition.yaml": (P, "no Ready condition yet"),
-    "cr-no-status.yaml": (H, ""),
+    "cr-no-status.yaml": (P, "waiting for its controller to report status"),
     "networkfunction-ready.yaml": (H, "N4 association up"),
     "networkfunction-install-failed.yaml": (F, "Ready=False (InstallFailed): helm install"),
     "networkfunction-degraded.yaml": (F, "Ready=False (Degraded): N4 association"),
@@ -165,17 +165,28 @@ def test_namespace_without_status_is_healthy():
     assert health.assess(obj).status is H
 
 
-def test_empty_status_is_healthy():
-    """A custom resource whose status is an empty mapping is healthy once applied."""
+def test_custom_resource_without_status_waits_for_its_controller():
+    """A custom resource with no or empty status is not healthy: its controller has not
+    reported yet (a real apiserver showed the next wave starting in that gap)."""
     obj = cr()
     obj["status"] = {}
-    assert health.assess(obj) == health.HEALTHY
+    assert health.assess(obj).status is P
+    del obj["status"]
+    assert health.assess(obj).status is P
 
 
-def test_status_without_conditions_waits_for_generation():
-    """A status with only observedGeneration is healthy once it catches up, not before."""
+def test_builtin_kind_without_status_is_healthy():
+    """A built-in kind with no rule and no status (a PodDisruptionBudget) is healthy."""
+    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+           "metadata": {"name": "p", "generation": 1}}
+    assert health.assess(pdb) == health.HEALTHY
+
+
+def test_status_without_conditions_waits_for_generation_and_ready():
+    """A status with only observedGeneration waits: first for the generation, then for Ready."""
     assert health.assess(cr(observedGeneration=1)).status is P
-    assert health.assess(cr(observedGeneration=2)) == health.HEALTHY
+    caught_up = health.assess(cr(observedGeneration=2))
+    assert caught_up.status is P and caught_up.message == "no Ready condition yet"
 
 
 def test_missing_generation_skips_generation_checks():
@@ -201,8 +212,8 @@ def test_conditions_that_are_not_mappings_are_skipped():
 
 
 def test_conditions_that_are_not_a_list_are_ignored():
-    """status.conditions of the wrong type counts as no conditions at all."""
-    assert health.assess(cr(conditions={"Ready": "True"})) == health.HEALTHY
+    """status.conditions of the wrong type counts as no conditions at all: no Ready yet."""
+    assert health.assess(cr(conditions={"Ready": "True"})).status is P
 
 
 def test_boolean_condition_status_is_read_as_its_string():

@@ -1,0 +1,223 @@
+"""`reconciler run`: the long-running site agent. Called by cli.
+
+Two threads share one site. The watcher fetches on a poll interval (with jitter) and, for
+a local repository, on file-system events on its refs (watchdog); it runs the front half
+of the pipeline (reconcile.evaluate) and hands plans to the worker. The worker runs the
+back half (reconcile.execute): the rollout, its health waits, prune.
+
+Accepting a newer intent happens inside `_superseding()`, under the agent's lock: the
+running rollout's abort signal is set and its applies drained, any plan not yet started
+is discarded, and only then is the new intent recorded. The worker needs the same lock
+to start a plan, so no apply for the old intent starts after the new one is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from reconciler import abort as aborts
+from reconciler import cluster, fence, reconcile, source, state
+
+log = logging.getLogger("reconciler.agent")
+
+STOP_JOIN_TIMEOUT = 4.0  # seconds: shutdown must finish within 5
+
+
+class Agent:
+    """One site, reconciled until `stop()`."""
+
+    def __init__(
+        self,
+        *,
+        options: reconcile.Options,
+        store: state.FileStateStore,
+        target: cluster.Cluster,
+        interval: float = 30.0,
+        jitter: float = 0.1,
+        watch_files: bool = True,
+        rng: Callable[[], float] = random.random,  # injected by tests
+    ) -> None:
+        self.options = options
+        self.target = target
+        self.interval = interval
+        self.jitter = jitter
+        self.watch_files = watch_files
+        self._rng = rng
+        self.box = reconcile.SiteBox(store)
+        self.repo = source.Source(url=options.url, branch=options.branch,
+                                  cache_dir=options.cache_dir)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._trigger = threading.Event()
+        self._work = threading.Condition(self._lock)
+        self._pending: reconcile.Plan | None = None
+        self._running: tuple[str, aborts.Abort] | None = None
+        self._threads: list[threading.Thread] = []
+        self._observer: object | None = None
+        self.passes = 0  # front-half passes done, for tests and logs
+        self.rollouts = 0  # back-half runs done
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> Agent:
+        """Start the watcher and the worker; the first pass runs at once."""
+        self._threads = [threading.Thread(target=self._watch, name="watcher", daemon=True),
+                         threading.Thread(target=self._serve, name="worker", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        if self.watch_files:
+            self._observer = _watch_refs(self.repo.url, self.options.branch, self.trigger)
+        self.trigger()
+        return self
+
+    def trigger(self) -> None:
+        """Fetch now (a push event, a file-system event, a test)."""
+        self._trigger.set()
+
+    def stop(self) -> None:
+        """End every wait, record the state, and return within the shutdown bound."""
+        self._stop.set()
+        with self._lock:
+            if self._running is not None:
+                self._running[1].set("shutdown")
+            self._work.notify_all()
+        self._trigger.set()
+        if self._observer is not None:
+            self._observer.stop()  # type: ignore[attr-defined]
+        deadline = time.monotonic() + STOP_JOIN_TIMEOUT
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stop.wait(timeout)
+
+    @property
+    def running_intent(self) -> str | None:
+        with self._lock:
+            return self._running[0] if self._running else None
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return self._running is None and self._pending is None
+
+    # --- the watcher: fetch, decide, accept -----------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._trigger.clear()
+            try:
+                self._pass()
+            except Exception:
+                log.exception("reconcile pass failed")
+            delay = self.interval * (1 + self.jitter * (2 * self._rng() - 1))
+            self._trigger.wait(delay)
+
+    def _pass(self) -> None:
+        plan, _ = reconcile.evaluate(box=self.box, repo=self.repo, options=self.options,
+                                     superseding=self._superseding)
+        self.passes += 1
+        if plan is None or self._stop.is_set():
+            return
+        with self._lock:
+            if plan.decision.verdict is fence.Verdict.ACCEPT:
+                self._pending = plan  # its acceptance discarded any older plan
+            elif self._running is None and self._pending is None:
+                self._pending = plan  # converge: drift, a newer commit of the same intent
+            else:
+                return  # the intent in force is already being rolled out
+            self._work.notify_all()
+
+    @contextlib.contextmanager
+    def _superseding(self, new_id: str) -> Iterator[None]:
+        """The critical section in which a newer intent is recorded."""
+        with self._lock:
+            self._pending = None
+            if self._running is not None:
+                old_id, old_abort = self._running
+                log.warning("aborting the rollout of %s: superseded by %s", old_id, new_id)
+                old_abort.set(f"superseded by {new_id}", superseded_by=new_id)
+                if not old_abort.drain():
+                    log.error("applies for %s still in flight after the drain timeout", old_id)
+            yield
+
+    # --- the worker: roll out ---------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                self._work.wait_for(lambda: self._pending is not None or self._stop.is_set())
+                if self._stop.is_set():
+                    return
+                plan, self._pending = self._pending, None
+                assert plan is not None
+                signal = aborts.Abort()
+                self._running = (plan.decision.intent_id, signal)
+            try:
+                reconcile.execute(box=self.box, plan=plan, target=self.target,
+                                  options=self.options, abort=signal)
+            except Exception:
+                log.exception("rollout of %s crashed", plan.decision.intent_id)
+            finally:
+                with self._lock:
+                    self._running = None
+                    self.rollouts += 1
+                    self._work.notify_all()
+
+
+def run(*, agent: Agent, install_signals: bool = True) -> int:
+    """Run `agent` in the foreground until SIGTERM or SIGINT; 0 after a clean stop."""
+    import signal
+
+    def handle(signum: int, _frame: object) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        threading.Thread(target=agent.stop, name="stopper", daemon=True).start()
+
+    previous = {}
+    if install_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handle)
+    try:
+        agent.start()
+        log.info("reconciling site %s from %s (every %.0fs%s)", agent.options.site,
+                 agent.repo.display_url, agent.interval,
+                 ", and on pushes" if agent._observer is not None else "")
+        while not agent.wait_stopped(1.0):
+            pass
+        agent.stop()
+        log.info("stopped; state recorded in %s", agent.box.store.path)
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _watch_refs(url: str, branch: str, on_change: Callable[[], None]) -> object | None:
+    """A watchdog observer on a local repository's refs, or None for a remote URL."""
+    path = Path(url[len("file://"):] if url.startswith("file://") else url)
+    if ("://" in url and not url.startswith("file://")) or not path.exists():
+        return None
+    git_dir = path if (path / "HEAD").exists() and (path / "refs").is_dir() else path / ".git"
+    if not (git_dir / "refs").is_dir():
+        return None
+    from watchdog import events, observers
+
+    class Handler(events.FileSystemEventHandler):
+        def on_any_event(self, event: events.FileSystemEvent) -> None:
+            name = str(event.src_path) + " " + str(getattr(event, "dest_path", ""))
+            if "refs" in name or "packed-refs" in name:
+                on_change()
+
+    observer = observers.Observer()
+    observer.schedule(Handler(), str(git_dir / "refs"), recursive=True)
+    observer.schedule(Handler(), str(git_dir), recursive=False)  # packed-refs
+    observer.daemon = True
+    observer.start()
+    log.debug("watching %s for pushes to %s", git_dir, branch)
+    return observer
