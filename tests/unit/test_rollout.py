@@ -1,0 +1,156 @@
+"""Wave planning, health gates, prune and drift take-back, against our own Cluster port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reconciler import abort, bundle, cluster, errors, rollout, state
+from tests import fakes
+
+SITE = "edge-a"
+
+
+def manifest(kind: str, name: str, *, wave: int | None = None, api_version: str = "v1",
+             namespace: str | None = "ran", **extra: Any) -> bundle.Manifest:
+    annotations = {"reconciler.dev/intent-id": "i"}
+    if wave is not None:
+        annotations["reconciler.dev/wave"] = str(wave)
+    metadata: dict[str, Any] = {"name": name, "annotations": annotations}
+    if namespace:
+        metadata["namespace"] = namespace
+    return bundle.Manifest(location=bundle.Location(file=f"{name}.yaml", document=0, line=1),
+                           body={"apiVersion": api_version, "kind": kind, "metadata": metadata,
+                                 **extra})
+
+
+def run(target: fakes.FakeCluster, manifests: list[bundle.Manifest], **kwargs: Any):
+    return rollout.run(target=target, site=SITE, crds=(), manifests=manifests,
+                       abort=kwargs.pop("signal", abort.Abort()), on_progress=lambda _: None,
+                       **kwargs)
+
+
+def test_waves_sort_by_wave_then_kind_then_name():
+    """Lower waves first; in a wave Namespaces, then config, then workloads, then CRs."""
+    items = [manifest("NetworkFunction", "b", wave=20, api_version="x.io/v1"),
+             manifest("ConfigMap", "z"), manifest("Deployment", "d", api_version="apps/v1"),
+             manifest("Namespace", "ran", namespace=None), manifest("ConfigMap", "a"),
+             manifest("NetworkFunction", "a", wave=20, api_version="x.io/v1"),
+             manifest("Secret", "s", wave=-5)]
+    planned = [(wave, [m.describe() for m in group]) for wave, group in rollout.plan_waves(items)]
+    assert planned == [
+        (-5, ["Secret/ran/s"]),
+        (0, ["Namespace/ran", "ConfigMap/ran/a", "ConfigMap/ran/z", "Deployment/ran/d"]),
+        (20, ["NetworkFunction/ran/a", "NetworkFunction/ran/b"]),
+    ]
+
+
+def test_wave_waits_for_health_and_times_out_naming_the_object():
+    """A custom resource that never turns Ready fails its wave at the timeout, by name."""
+    target = fakes.FakeCluster()
+    target.kinds[("x.io/v1", "Widget")] = True
+    target.not_ready.add("Widget/ran/w")
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.3
+        return now[0]
+
+    result = run(target, [manifest("Widget", "w", api_version="x.io/v1", spec={"a": 1}),
+                          manifest("ConfigMap", "later", wave=5)],
+                 health_timeout=1.0, poll_interval=0.0, clock=clock)
+    assert result.phase is state.Outcome.FAILED
+    assert "wave 0 not healthy after 1s: Widget/ran/w" in result.message
+    assert [w.phase.value for w in result.waves] == ["failed", "pending"]
+    assert "ConfigMap/ran/later" not in target.applied()
+
+
+def test_abort_during_a_health_wait_ends_the_rollout_aborted():
+    """An abort set while a wave waits ends the rollout Aborted; later waves never start."""
+    target = fakes.FakeCluster()
+    target.kinds[("x.io/v1", "Widget")] = True
+    target.not_ready.add("Widget/ran/w")
+    signal = abort.Abort()
+    polls = [0]
+    real_list = target.list
+
+    def counting_list(**kwargs: Any) -> list[dict[str, Any]]:
+        polls[0] += 1
+        if polls[0] == 3:
+            signal.set("superseded by b", superseded_by="b")
+        return real_list(**kwargs)
+
+    target.list = counting_list  # type: ignore[method-assign]
+    result = run(target, [manifest("Widget", "w", api_version="x.io/v1", spec={"a": 1}),
+                          manifest("ConfigMap", "later", wave=5)],
+                 signal=signal, poll_interval=0.01)
+    assert result.phase is state.Outcome.ABORTED
+    assert "ConfigMap/ran/later" not in target.applied()
+
+
+def test_prune_deletes_in_reverse_wave_order_and_only_labelled_objects():
+    """Prune goes in reverse wave order, skips objects that lost the site label, and keeps
+    objects marked reconciler.dev/prune: disabled."""
+    target = fakes.FakeCluster()
+    for name, labels, notes in (("w0", {"reconciler.dev/site": SITE}, {}),
+                                      ("w9", {"reconciler.dev/site": SITE}, {}),
+                                      ("foreign", {"reconciler.dev/site": "other"}, {}),
+                                      ("kept", {"reconciler.dev/site": SITE},
+                                       {"reconciler.dev/prune": "disabled"})):
+        target.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": name, "namespace": "ran", "labels": labels,
+                                   "annotations": notes}})
+
+    def entry(name: str, wave: int) -> state.InventoryEntry:
+        ref = cluster.ObjectRef("v1", "ConfigMap", "ran", name)
+        return state.InventoryEntry(id=ref.inventory_id, api_version="v1", kind="ConfigMap",
+                                    namespace="ran", name=name, intent_id="i",
+                                    applied_at=state.now(), wave=wave)
+
+    stale = [entry("w0", 0), entry("w9", 9), entry("foreign", 5), entry("kept", 3),
+             entry("gone", 1)]
+    deleted = rollout.prune(target=target, site=SITE, stale=stale, abort=abort.Abort())
+    assert [str(d.ref) for d in deleted] == ["ConfigMap/ran/w9", "ConfigMap/ran/w0"]
+    left = {ref.name for ref in target.objects}
+    assert left == {"foreign", "kept"}
+
+
+def test_fields_taken_by_an_imperative_edit_are_taken_back_with_force():
+    """A conflict with an Update manager (kubectl edit) is drift: re-applied with force."""
+    target = fakes.FakeCluster()
+    forced: list[bool] = []
+    real_apply = target.apply
+
+    def apply(obj: dict[str, Any], *, force: bool = False, dry_run: bool = False):
+        forced.append(force)
+        if not force:
+            raise errors.ConflictError('Apply failed with 1 conflict: conflict with '
+                                       '"kubectl-edit": .data.k', status=409)
+        return real_apply(obj, force=force)
+
+    target.apply = apply  # type: ignore[method-assign]
+    target.get = lambda ref: {"metadata": {"managedFields": [  # type: ignore[method-assign]
+        {"manager": "kubectl-edit", "operation": "Update"}]}}
+    result = run(target, [manifest("ConfigMap", "c", data={"k": "v"})])
+    assert result.phase is state.Outcome.SUCCEEDED
+    assert forced == [False, True]
+
+
+def test_a_conflict_with_another_applier_stays_an_error():
+    """A conflict with an Apply manager is not drift: the apply fails, unforced."""
+    target = fakes.FakeCluster()
+    target.fail["ConfigMap/ran/c"] = errors.ConflictError(
+        'Apply failed with 1 conflict: conflict with "field-engineer": .data.k', status=409)
+    target.get = lambda ref: {"metadata": {"managedFields": [  # type: ignore[method-assign]
+        {"manager": "field-engineer", "operation": "Apply"}]}}
+    result = run(target, [manifest("ConfigMap", "c", data={"k": "v"})])
+    assert result.phase is state.Outcome.FAILED
+    assert "field-engineer" in result.message
+
+
+@pytest.mark.parametrize("kind", ["Namespace", "CustomResourceDefinition"])
+def test_namespaces_and_crds_rank_first(kind: str):
+    """Namespaces and CRDs come before every other kind of their wave."""
+    assert rollout.kind_rank(kind) < rollout.kind_rank("ServiceAccount")
+    assert rollout.kind_rank("Deployment") < rollout.kind_rank("WorkloadCluster")
