@@ -114,13 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
         "drops, errors and history",
         epilog="examples:\n"
                "  reconciler status --site edge-sfo-01\n"
-               "  reconciler status --state-dir /var/lib/reconciler --site edge-sfo-01 -o json\n",
+               "  reconciler status --state-dir /var/lib/reconciler --site edge-sfo-01 -o json\n"
+               "  reconciler status --site edge-sfo-01 --watch\n",
     )
     status.add_argument("--state-dir", type=Path, default=contract.DEFAULT_STATE_DIR,
                         help="where <site>.json is kept (default: %(default)s)")
     status.add_argument("--site", default=None,
                         help="the site (default: the only site in the state dir)")
     status.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    status.add_argument("-w", "--watch", action="store_true",
+                        help="refresh every second until Ctrl-C (text output)")
 
     local = commands.add_parser(
         "local-cluster", formatter_class=_Formatter,
@@ -240,9 +243,34 @@ def _cmd_status(args: argparse.Namespace) -> int:
         raise errors.UsageError(
             f"no state for site {site!r} in {args.state_dir} (has it been synced? sites "
             f"there: {', '.join(state.sites_in(args.state_dir)) or 'none'})")
+    if args.watch:
+        return _watch_status(store)
     current = store.load()
     print(report.status_json(current) if args.output == "json" else report.status_text(current))
     return EXIT_OK
+
+
+def _watch_status(store: state.FileStateStore) -> int:
+    """Redraw the status every second until Ctrl-C; a corrupt read is shown, not fatal."""
+    import datetime
+    import threading
+
+    tick = threading.Event()
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+    try:
+        while True:
+            try:
+                body = report.status_text(store.load())
+            except errors.StateError as exc:
+                body = f"reconciler: error: {exc}"
+            stamp = datetime.datetime.now().strftime("%H:%M:%S")
+            print(f"{clear}Every 1s: reconciler status --site {store.site}    {stamp}\n")
+            print(body, flush=True)
+            if not clear:
+                print("-" * 78, flush=True)
+            tick.wait(1.0)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def _cmd_local_cluster(args: argparse.Namespace) -> int:

@@ -50,14 +50,18 @@ def status_text(site: state.SiteState) -> str:
         extra = f" (superseded by {r.superseded_by})" if r.superseded_by else ""
         out.append(f"Rollout:       {r.phase.value}{extra}, intent {r.intent_id}, started "
                    f"{_age(r.started_at)}" + (f": {r.message}" if r.message else ""))
+        current = next((w.wave for w in r.waves if w.phase in (
+            state.WavePhase.APPLYING, state.WavePhase.WAITING, state.WavePhase.FAILED)), None)
         for wave in r.waves:
-            out.append(f"  wave {wave.wave:<4} {wave.phase.value:<9} {', '.join(wave.objects)}")
+            marker = "->" if wave.wave == current else "  "
+            out.append(f"  {marker} wave {wave.wave:<4} {wave.phase.value:<9} "
+                       f"{', '.join(wave.objects)}")
     if site.last_sync:
         s = site.last_sync
         out.append(
             f"Last sync:     {s.result} {_age(s.finished_at or s.started_at)} at commit "
             f"{_short(s.commit)}: {s.created} created, {s.configured} configured, "
-            f"{s.unchanged} unchanged, {s.dropped} dropped"
+            f"{s.unchanged} unchanged, {s.pruned} pruned, {s.dropped} dropped"
         )
         if s.message:
             out.append(f"               {s.message}")
