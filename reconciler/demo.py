@@ -1,7 +1,8 @@
 """`reconciler demo`: the whole story on the embedded local cluster, narrated. Called by cli.
 
 It plays both sides: the manager (commits intents to a Git repository made from
-sample-repo/) and the site reconciler (sync passes against the local cluster).
+sample-repo/) and the site (the long-running agent, `reconciler run`, in this process,
+woken by pushes through its file watch on the repository's refs).
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 import git
 
-from reconciler import contract, kube, localcluster, reconcile, report, state
+from reconciler import agent, contract, kube, localcluster, reconcile, report, state
+from reconciler.localcluster import controllers
 
 SITE = "edge-sfo-01"
-NEW_INTENT = "sfo-upf-2-4"
-STALE_FILE = "30-configmap.yaml"
+SLOW, FINAL = "sfo-upf-2-4", "sfo-upf-2-5"
+WC_FILE = "10-workloadcluster.yaml"
+NF_FILE = "20-networkfunctions.yaml"
+CM_FILE = "30-configmap.yaml"
 _MANAGER = git.Actor("Central Manager", "manager@example.com")
 
 
@@ -58,6 +63,15 @@ def _workdir(path: Path | None) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _wait(what: str, check: Callable[[], bool], timeout: float = 45.0) -> None:
+    tick = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo waited {timeout:.0f}s for {what}")
+        tick.wait(0.05)
+
+
 def run(*, workdir: Path | None = None, ready_delay: float = 1.0, verbose: bool = False,
         out: TextIO = sys.stdout) -> int:
     """Run the demo; 0 when every step behaved as the protocol says.
@@ -79,59 +93,100 @@ def run(*, workdir: Path | None = None, ready_delay: float = 1.0, verbose: bool 
 
         say.step("The manager publishes the fleet repository (sample-repo/)")
         bare, manager = _make_repository(root)
-        say.say(f"bare repository {bare}; sites: edge-sfo-01, edge-nyc-02")
-        say.say(f"site {SITE} asks for intent sfo-baseline-1 (sequence 1)")
+        say.say(f"bare repository {bare}; site {SITE} asks for intent sfo-baseline-1")
 
         target = kube.connect(kubeconfig=kubeconfig)
         store = state.FileStateStore(state_dir=root / "state", site=SITE)
         options = reconcile.Options(url=str(bare), site=SITE, cache_dir=root / "cache")
 
-        def sync() -> reconcile.SyncResult:
-            with store.lock():
-                result = reconcile.sync_once(options=options, store=store, target=target)
-            say.say(report.sync_text(result))
-            return result
+        def current() -> state.SiteState:
+            return store.load() if store.path.exists() else state.SiteState(site=SITE)
+
+        def outcome(intent_id: str) -> state.Outcome | None:
+            entries = [h for h in current().history if h.id == intent_id]
+            return entries[-1].outcome if entries else None
+
+        def waves() -> str:
+            record = current().rollout
+            if record is None:
+                return "-"
+            return ", ".join(f"wave {w.wave} {w.phase.value}" for w in record.waves)
 
         try:
-            say.step(f"The reconciler at {SITE} syncs: first intent")
-            first = sync()
+            with store.lock():
+                site_agent = agent.Agent(options=options, store=store, target=target,
+                                         interval=30.0).start()
+                try:
+                    say.step("The site agent starts (reconciler run) and rolls out "
+                             "sfo-baseline-1, wave by wave")
+                    _wait("the baseline", lambda: outcome("sfo-baseline-1")
+                          is state.Outcome.SUCCEEDED)
+                    say.say(f"Succeeded: {waves()}")
+                    say.say("(wave 20, the network functions, started only once the "
+                            "workload cluster of wave 10 was Ready)")
 
-            say.step(f"The manager lands intent {NEW_INTENT}: upgrade the UPF to 2.4.0")
-            say.say(f"...but {STALE_FILE} comes from a stale pull request and still carries "
-                    "sfo-baseline-1")
-            _publish(manager, new_id=NEW_INTENT, sequence=2, keep_old=(STALE_FILE,),
-                     edit=("version: \"2.3.1\"", "version: \"2.4.0\""),
-                     message=f"Upgrade the UPF to 2.4.0\n\nIntent-Id: {NEW_INTENT}\nSite: {SITE}")
+                    say.step(f"The manager lands {SLOW}: upgrade the workload cluster (slow) "
+                             "and the UPF")
+                    say.say(f"...{CM_FILE} comes from a stale pull request and still carries "
+                            "sfo-baseline-1: it is dropped, and its object held")
+                    _publish(manager, new_id=SLOW, sequence=2, keep_old=(CM_FILE,),
+                             edits={WC_FILE: [("kubernetesVersion: v1.30.2",
+                                               "kubernetesVersion: v1.31.0"),
+                                              ('reconciler.dev/wave: "10"',
+                                               'reconciler.dev/wave: "10"\n    '
+                                               f'{controllers.DELAY_ANNOTATION}: "60"')],
+                                    NF_FILE: [('version: "2.3.1"', 'version: "2.4.0"')]})
+                    _wait(f"{SLOW} to wait on wave 10", lambda: "wave 10 waiting" in waves())
+                    say.say(f"accepted within moments of the push; now {waves()}")
 
-            say.step("The reconciler syncs again: accept, fence, apply")
-            second = sync()
-            accepted = store.load().accepted
-            say.say(f"state recorded intent {accepted.id if accepted else '-'} at "
-                    f"{accepted.accepted_at if accepted else '-'}, before its first apply")
+                    say.step(f"The operator changes course: {FINAL} supersedes {SLOW}")
+                    say.say(f"(a different cluster version, UPF 2.5.0, and {CM_FILE} removed)")
+                    _publish(manager, new_id=FINAL, sequence=3, keep_old=(), remove=(CM_FILE,),
+                             edits={WC_FILE: [("kubernetesVersion: v1.31.0",
+                                               "kubernetesVersion: v1.31.1"),
+                                              (f'\n    {controllers.DELAY_ANNOTATION}: "60"',
+                                               "")],
+                                    NF_FILE: [('version: "2.4.0"', 'version: "2.5.0"')]})
+                    _wait(f"{FINAL} to succeed",
+                          lambda: outcome(FINAL) is state.Outcome.SUCCEEDED)
+                    slow = [h for h in current().history if h.id == SLOW][-1]
+                    say.say(f"{SLOW}: {slow.message or slow.outcome.value}")
+                    say.say(f"{FINAL}: Succeeded: {waves()}")
+                    pruned = sorted({f"{r.kind}/{r.namespace}/{r.name}" for r in cluster.requests
+                                     if r.verb == "delete" and r.status in (200, 202)})
+                    say.say(f"pruned after success: {', '.join(pruned) or 'nothing'} "
+                            "(no manifest asks for it any more)")
+
+                    say.step("A replayed old intent (sequence 1) arrives late: the fence holds")
+                    _publish(manager, new_id="sfo-baseline-1", sequence=1, keep_old=(),
+                             edits={}, message="Replay of an old intent")
+                    _wait("the refusal", lambda: outcome("sfo-baseline-1")
+                          is state.Outcome.REFUSED)
+                    say.say(f"refused: {current().history[-1].message}")
+                finally:
+                    site_agent.stop()
 
             say.step("What the cluster holds now")
             for line in _cluster_view(target):
                 say.say(line)
 
-            say.step("A replayed old intent (sequence 1) arrives late: the fence holds")
-            _publish(manager, new_id="sfo-baseline-1", sequence=1, keep_old=(),
-                     edit=None, message="Replay of an old intent")
-            third = sync()
-
             say.step(f"reconciler status --state-dir {root / 'state'} --site {SITE}")
-            say.say(report.status_text(store.load()))
+            say.say(report.status_text(current()))
         finally:
             target.close()
 
-        stale_sent = [r for r in cluster.requests
-                      if r.name == "sfo-site-config" and r.intent_id == "sfo-baseline-1"
-                      and r.verb == "patch" and accepted is not None
-                      and r.time > state.parse_time(accepted.accepted_at).timestamp()]
-        ok = first.ok and second.ok and not third.ok and not stale_sent and len(second.drops) == 1
+        final = current().accepted
+        accepted_at = state.parse_time(final.accepted_at).timestamp() if final else 0.0
+        slow_after = [r for r in cluster.requests if r.intent_id == SLOW and r.time > accepted_at]
+        slow_nfs = [r for r in cluster.requests if r.intent_id == SLOW
+                    and r.kind == "NetworkFunction"]
+        ok = (outcome(SLOW) is state.Outcome.ABORTED and outcome(FINAL) is
+              state.Outcome.SUCCEEDED and not slow_after and not slow_nfs)
         say.step("Done" if ok else "Done, but something did not behave as expected")
-        say.say(f"{len(cluster.requests)} API requests served; none carried the stale intent "
-                "after the new one was accepted" if not stale_sent else
-                f"{len(stale_sent)} stale request(s) reached the cluster")
+        say.say(f"{len(cluster.requests)} API requests served; no request carried {SLOW} "
+                f"after {FINAL} was accepted, and its network functions were never sent"
+                if ok else f"{len(slow_after)} late and {len(slow_nfs)} wave-20 request(s) "
+                           f"for {SLOW} reached the cluster")
         say.say(f"total {time.monotonic() - say.started:.1f}s")
     return 0 if ok else 1
 
@@ -151,8 +206,9 @@ def _make_repository(root: Path) -> tuple[Path, git.Repo]:
 
 
 def _publish(manager: git.Repo, *, new_id: str, sequence: int, keep_old: tuple[str, ...],
-             edit: tuple[str, str] | None, message: str) -> None:
-    """A stand-in for `reconciler intent publish` (issue #5): restamp, commit, push."""
+             edits: dict[str, list[tuple[str, str]]], remove: tuple[str, ...] = (),
+             message: str | None = None) -> None:
+    """A stand-in for `reconciler intent publish` (issue #5): restamp, edit, commit, push."""
     work = Path(str(manager.working_tree_dir))
     site_dir = work / contract.site_dir(SITE)
     intent_file = site_dir / contract.INTENT_FILE
@@ -163,17 +219,20 @@ def _publish(manager: git.Repo, *, new_id: str, sequence: int, keep_old: tuple[s
     text = re.sub(r"^(\s+sequence:\s*)\d+", rf"\g<1>{sequence}", text, count=1,
                   flags=re.MULTILINE)
     intent_file.write_text(text, encoding="utf-8")
+    for name in remove:
+        manager.index.remove([str(site_dir / contract.MANIFESTS_DIR / name)], working_tree=True)
     for path in sorted((site_dir / contract.MANIFESTS_DIR).glob("*.yaml")):
         if path.name in keep_old:
             continue
         body = path.read_text(encoding="utf-8").replace(
             f"{contract.ANNOTATION_INTENT_ID}: {old_id.group(1)}",
             f"{contract.ANNOTATION_INTENT_ID}: {new_id}")
-        if edit and edit[0] in body:
-            body = body.replace(edit[0], edit[1], 1)
+        for old, new in edits.get(path.name, []):
+            body = body.replace(old, new, 1)
         path.write_text(body, encoding="utf-8")
     manager.git.add(A=True)
-    manager.index.commit(message, author=_MANAGER, committer=_MANAGER)
+    manager.index.commit(message or f"Intent {new_id}\n\nIntent-Id: {new_id}\nSite: {SITE}",
+                         author=_MANAGER, committer=_MANAGER)
     manager.remote("origin").push(f"HEAD:refs/heads/{contract.DEFAULT_BRANCH}")
 
 
@@ -186,7 +245,8 @@ def _cluster_view(target: kube.KubeCluster) -> list[str]:
         for obj in target.list(api_version=api_version, kind=kind, label_selector=selector):
             meta = obj["metadata"]
             annotations = meta.get("annotations") or {}
-            version = (obj.get("spec") or {}).get("version", "")
+            spec = obj.get("spec") or {}
+            version = spec.get("version") or spec.get("kubernetesVersion") or ""
             rows.append((kind, meta.get("namespace", ""), meta["name"], version,
                          annotations.get(contract.ANNOTATION_INTENT_ID, "")))
     return report.table(["KIND", "NAMESPACE", "NAME", "VERSION", "INTENT"], rows).splitlines()

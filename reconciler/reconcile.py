@@ -181,14 +181,22 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
     outcome: rollout.Result | None = None
     pruned: list[rollout.ObjectResult] = []
     error: str | None = None
-    box.update(lambda s: dataclasses.replace(s, rollout=state.RolloutRecord(
-        intent_id=decision.intent_id, commit=plan.commit, phase=state.Outcome.PROGRESSING,
-        started_at=state.now(), waves=rollout.wave_records(decision.apply)),
-    ).update_history(decision.intent_id, outcome=state.Outcome.PROGRESSING))
+    done = box.current.rollout
+    # A pass over what already rolled out successfully is a drift pass: it re-applies what
+    # changed out of band, and leaves the rollout record and the history as they are
+    # unless it fails.
+    drift_pass = (done is not None and done.phase is state.Outcome.SUCCEEDED
+                  and done.intent_id == decision.intent_id and done.commit == plan.commit)
+    if not drift_pass:
+        box.update(lambda s: dataclasses.replace(s, rollout=state.RolloutRecord(
+            intent_id=decision.intent_id, commit=plan.commit, phase=state.Outcome.PROGRESSING,
+            started_at=state.now(), waves=rollout.wave_records(decision.apply)),
+        ).update_history(decision.intent_id, outcome=state.Outcome.PROGRESSING))
 
     def on_progress(waves: tuple[state.WaveRecord, ...]) -> None:
-        box.update(lambda s: dataclasses.replace(s, rollout=dataclasses.replace(
-            s.rollout, waves=waves)) if s.rollout else s)
+        if not drift_pass:
+            box.update(lambda s: dataclasses.replace(s, rollout=dataclasses.replace(
+                s.rollout, waves=waves)) if s.rollout else s)
 
     try:
         outcome = rollout.run(target=target, site=options.site, crds=plan.site_bundle.crds,
@@ -227,10 +235,14 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
                        message=error, errors=(error,))
     finally:
         def record(s: state.SiteState) -> state.SiteState:
-            if outcome is not None:
-                s = _record_rollout(s, outcome=outcome, abort=abort, pruned=pruned,
+            if outcome is not None and not (drift_pass and outcome.phase in (
+                    state.Outcome.SUCCEEDED, state.Outcome.ABORTED)):
+                s = _record_rollout(s, outcome=outcome, abort=abort,
                                     prune_enabled=intent.prune,
                                     held=_held(plan, target=target, site=options.site))
+            elif outcome is not None:
+                s = _record_inventory(s, outcome=outcome, prune_enabled=intent.prune,
+                                      held=_held(plan, target=target, site=options.site))
             if error is not None and not abort.is_set:
                 s = s.with_error(state.ErrorRecord(time=state.now(), stage="apply",
                                                    message=error, commit=plan.commit))
@@ -271,27 +283,13 @@ def _held(plan: Plan, *, target: cluster.Cluster, site: str) -> set[str]:
 
 
 def _record_rollout(current: state.SiteState, *, outcome: rollout.Result, abort: aborts.Abort,
-                    pruned: list[rollout.ObjectResult], prune_enabled: bool,
-                    held: set[str]) -> state.SiteState:
+                    prune_enabled: bool, held: set[str]) -> state.SiteState:
     """Inventory, rollout record and history after a rollout ended."""
     if current.rollout is None:
         return current
     finished = state.now()
-    inventory = {entry.id: entry for entry in current.inventory}
-    for result in outcome.results:
-        if result.intent_id is None:
-            continue  # CRDs from crds/: shared by every site, never in a site's inventory
-        inventory[result.ref.inventory_id] = state.InventoryEntry(
-            id=result.ref.inventory_id, api_version=result.ref.api_version,
-            kind=result.ref.kind, namespace=result.ref.namespace, name=result.ref.name,
-            intent_id=result.intent_id, applied_at=finished,
-            resource_version=result.resource_version, wave=result.wave,
-        )
-    if outcome.phase is state.Outcome.SUCCEEDED and prune_enabled:
-        # After a successful prune the inventory is what this intent applied, plus the
-        # objects held by dropped manifests.
-        desired = {r.ref.inventory_id for r in outcome.results if r.intent_id} | held
-        inventory = {key: entry for key, entry in inventory.items() if key in desired}
+    current = _record_inventory(current, outcome=outcome, prune_enabled=prune_enabled,
+                                held=held)
     if abort.shutdown:
         # Stopped for shutdown: the rollout resumes at the next start, so it stays open.
         phase, message = state.Outcome.PROGRESSING, "interrupted by shutdown; resumes on start"
@@ -305,13 +303,39 @@ def _record_rollout(current: state.SiteState, *, outcome: rollout.Result, abort:
         finished_at=None if phase is state.Outcome.PROGRESSING else finished,
         superseded_by=superseded,
     )
-    current = dataclasses.replace(current, rollout=rollout_record,
-                                  inventory=tuple(inventory[key] for key in sorted(inventory)))
+    current = dataclasses.replace(current, rollout=rollout_record)
     if superseded:
         return current  # the acceptance of the newer intent already closed its history entry
     return current.update_history(
         rollout_record.intent_id, outcome=phase, message=message,
         finished_at=None if phase is state.Outcome.PROGRESSING else finished)
+
+
+def _record_inventory(current: state.SiteState, *, outcome: rollout.Result,
+                      prune_enabled: bool, held: set[str]) -> state.SiteState:
+    """The inventory after a rollout: what it applied, less what a successful prune removed."""
+    applied_at = state.now()
+    inventory = {entry.id: entry for entry in current.inventory}
+    for result in outcome.results:
+        if result.intent_id is None:
+            continue  # CRDs from crds/: shared by every site, never in a site's inventory
+        if result.change is cluster.Change.DELETED:
+            inventory.pop(result.ref.inventory_id, None)
+            continue
+        inventory[result.ref.inventory_id] = state.InventoryEntry(
+            id=result.ref.inventory_id, api_version=result.ref.api_version,
+            kind=result.ref.kind, namespace=result.ref.namespace, name=result.ref.name,
+            intent_id=result.intent_id, applied_at=applied_at,
+            resource_version=result.resource_version, wave=result.wave,
+        )
+    if outcome.phase is state.Outcome.SUCCEEDED and prune_enabled:
+        # After a successful prune the inventory is what this intent applied, plus the
+        # objects held by dropped manifests.
+        desired = {r.ref.inventory_id for r in outcome.results
+                   if r.intent_id and r.change is not cluster.Change.DELETED} | held
+        inventory = {key: entry for key, entry in inventory.items() if key in desired}
+    return dataclasses.replace(current,
+                               inventory=tuple(inventory[key] for key in sorted(inventory)))
 
 
 def _drop_record(drop: fence.Drop) -> state.DropRecord:

@@ -81,8 +81,9 @@ def status_text(site: state.SiteState) -> str:
     out.append("History:")
     out.append(table(["INTENT", "SEQ", "COMMIT", "OUTCOME", "ACCEPTED", "NOTE"], [
         (h.id, h.sequence, _short(h.commit), h.outcome.value, _age(h.accepted_at),
-         "; ".join(filter(None, [f"superseded by {h.superseded_by}" if h.superseded_by
-                                 else "", h.message])))
+         "; ".join(filter(None, [
+             f"superseded by {h.superseded_by}"
+             if h.superseded_by and h.superseded_by not in h.message else "", h.message])))
         for h in reversed(site.history)
     ]))
     return "\n".join(out)

@@ -13,17 +13,19 @@ pytestmark = pytest.mark.e2e
 
 
 def test_demo_runs_the_story(tmp_path: Path):
-    """The demo accepts, fences a stale manifest, refuses a replay, and exits 0."""
+    """The demo rolls out, aborts a superseded rollout before its wave 20, prunes, refuses a
+    replay, and exits 0; its request log shows the aborted intent's NFs were never sent."""
     done = subprocess.run([sys.executable, "-m", "reconciler", "demo", "--workdir",
-                           str(tmp_path), "--ready-delay", "0.2"],
+                           str(tmp_path), "--ready-delay", "0.3"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "intent sfo-baseline-1 succeeded" in out
-    assert "intent sfo-upf-2-4 succeeded" in out
-    assert "dropped 1:" in out and "ConfigMap/sfo-ran/sfo-site-config" in out
-    assert "not higher than 2 of the accepted intent 'sfo-upf-2-4'" in out
-    assert "none carried the stale intent" in out
+    assert "Succeeded: wave 0 healthy, wave 10 healthy, wave 20 healthy" in out
+    assert "sfo-upf-2-4: Aborted (superseded by sfo-upf-2-5)" in out
+    assert "pruned after success: ConfigMap/sfo-ran/sfo-site-config" in out
+    assert "not higher than 3 of the accepted intent 'sfo-upf-2-5'" in out
+    assert "Step 9: Done\n" in out
     log = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
     assert {"time", "verb", "path", "intentId", "dryRun", "status"} <= set(log[0])
-    assert any(entry["intentId"] == "sfo-upf-2-4" for entry in log)
+    assert not [e for e in log if e["intentId"] == "sfo-upf-2-4" and e["kind"] == "NetworkFunction"]
+    assert any(e["intentId"] == "sfo-upf-2-5" and e["kind"] == "NetworkFunction" for e in log)
