@@ -208,10 +208,17 @@ def _watch_refs(url: str, branch: str, on_change: Callable[[], None]) -> object 
         return None
     from watchdog import events, observers
 
+    # Only writes: every fetch *reads* the refs, and reacting to reads would make each pass
+    # trigger the next (seen in the abort benchmark: ten passes a second, never idle).
+    writes = {events.EVENT_TYPE_CREATED, events.EVENT_TYPE_MODIFIED, events.EVENT_TYPE_MOVED,
+              events.EVENT_TYPE_DELETED, events.EVENT_TYPE_CLOSED}
+
     class Handler(events.FileSystemEventHandler):
         def on_any_event(self, event: events.FileSystemEvent) -> None:
+            if event.event_type not in writes:
+                return
             name = str(event.src_path) + " " + str(getattr(event, "dest_path", ""))
-            if "refs" in name or "packed-refs" in name:
+            if "refs" in name:
                 on_change()
 
     observer = observers.Observer()

@@ -6,11 +6,13 @@ Exit codes: 0 ok, 1 failed (refused intent, fetch/parse/apply error), 2 usage er
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from reconciler import __version__, contract, durations, errors, report, state
 
@@ -187,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _cmd_sync(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _site(args: argparse.Namespace) -> Iterator[tuple[Any, state.FileStateStore, Any]]:
+    """What `sync` and `run` share: the options, the site's locked store, the cluster."""
     from reconciler import kube, reconcile
 
     cache_dir = args.cache_dir or args.state_dir / contract.CACHE_DIR_NAME
@@ -199,33 +203,29 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                           force_conflicts=args.force_conflicts)
     try:
         with store.lock():
-            result = reconcile.sync_once(options=options, store=store, target=target)
+            yield options, store, target
     finally:
         target.close()
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from reconciler import reconcile
+
+    with _site(args) as (options, store, target):
+        result = reconcile.sync_once(options=options, store=store, target=target)
     print(report.sync_json(result) if args.output == "json" else report.sync_text(result))
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from reconciler import agent, kube, reconcile
+    from reconciler import agent
 
     if args.interval <= 0:
         raise errors.UsageError(f"--interval must be positive, not {args.interval}")
-    cache_dir = args.cache_dir or args.state_dir / contract.CACHE_DIR_NAME
-    options = reconcile.Options(url=args.repo, site=args.site, branch=args.branch,
-                                cache_dir=cache_dir,
-                                allow_history_rewrite=args.allow_history_rewrite)
-    store = state.FileStateStore(state_dir=args.state_dir, site=args.site)
-    target = kube.connect(kubeconfig=args.kubeconfig, context=args.context,
-                          force_conflicts=args.force_conflicts)
-    try:
-        with store.lock():
-            site_agent = agent.Agent(options=options, store=store, target=target,
-                                     interval=args.interval,
-                                     watch_files=not args.no_file_watch)
-            return agent.run(agent=site_agent)
-    finally:
-        target.close()
+    with _site(args) as (options, store, target):
+        site_agent = agent.Agent(options=options, store=store, target=target,
+                                 interval=args.interval, watch_files=not args.no_file_watch)
+        return agent.run(agent=site_agent)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

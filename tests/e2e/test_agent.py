@@ -286,3 +286,19 @@ def test_sigkill_mid_rollout_then_restart_converges(any_cluster: ClusterUnderTes
     assert list(entries) == ["sfo-baseline-1"]
     assert entries["sfo-baseline-1"].outcome is state.Outcome.SUCCEEDED
     reconcile.Options  # noqa: B018 - the module is used by the agent under test
+
+
+def test_an_idle_agent_stays_idle_and_wakes_on_a_push(local_cluster: ClusterUnderTest,
+                                                     remote: gitrepo.GitRemote,
+                                                     tmp_path: Path):
+    """With a long poll interval the agent does not fetch in a loop; a push wakes it."""
+    site = Site(root=tmp_path, remote_url=str(remote.bare), target=local_cluster)
+    with running_agent(site, interval=600.0) as running:
+        wait_for("the first rollout", lambda: rollout_phase(site)[1] == "Succeeded")
+        wait_for("the agent to go idle", lambda: running.idle)
+        passes = running.passes
+        threading.Event().wait(2.0)
+        assert running.passes - passes <= 1  # reading the refs must not trigger a pass
+        new_intent(remote, "woken", 2, k8s="v1.31.0")
+        wait_for("the push to be seen", lambda: history(site).get("woken") is not None
+                 and history(site)["woken"].outcome is state.Outcome.SUCCEEDED, timeout=20)
