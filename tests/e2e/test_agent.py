@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import agent, contract, kube, reconcile, state
+from reconciler import agent, contract, kube, state
 from reconciler.localcluster import controllers
 from tests import gitrepo
 from tests.e2e.conftest import SITE, ClusterUnderTest, Site, kubectl, wait_until_ready
@@ -285,7 +285,6 @@ def test_sigkill_mid_rollout_then_restart_converges(any_cluster: ClusterUnderTes
     entries = history(site)
     assert list(entries) == ["sfo-baseline-1"]
     assert entries["sfo-baseline-1"].outcome is state.Outcome.SUCCEEDED
-    reconcile.Options  # noqa: B018 - the module is used by the agent under test
 
 
 def test_an_idle_agent_stays_idle_and_wakes_on_a_push(local_cluster: ClusterUnderTest,
