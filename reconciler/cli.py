@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  reconciler demo\n"
                "  reconciler sync --repo https://git.example.com/fleet.git --site edge-sfo-01\n"
                "  reconciler status --site edge-sfo-01 -o json\n"
-               "  reconciler local-cluster --port 8001 --kubeconfig-out local.kubeconfig\n",
+               "  reconciler local-cluster --port 8001 --kubeconfig-out local.kubeconfig\n"
+               "  reconciler validate ./fleet --strict\n"
+               "  reconciler intent publish --site edge-sfo-01 -m 'UPF 2.4' --push\n",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_log_flags(parser, default=False)
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_flags(logging_flags, default=argparse.SUPPRESS)
     commands.add_parser = functools.partial(  # type: ignore[method-assign]
         commands.add_parser, parents=[logging_flags])
+    commands.logging_flags = [logging_flags]  # for nested subcommands
 
     sync = commands.add_parser(
         "sync", formatter_class=_Formatter,
@@ -148,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds the simulated controllers take to reach Ready "
                             "(default: 2s)")
 
+    _add_manager_commands(commands)
+
     demo = commands.add_parser(
         "demo", formatter_class=_Formatter,
         help="the whole story on the embedded local cluster, in under a minute",
@@ -160,6 +165,116 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ready-delay", type=_duration, default=1.0,
                       help="simulated controllers' delay to Ready (default: 1s)")
     return parser
+
+
+def _add_manager_commands(commands: Any) -> None:
+    """`validate`, `plan` and `intent publish`: the manager's side and pull-request review."""
+    check = commands.add_parser(
+        "validate", formatter_class=_Formatter,
+        help="check a repository checkout: YAML, schemas, intent consistency, duplicates",
+        description="Read every site (or the sites named) of the repository checkout at PATH "
+                    "and report every broken rule with file:line:column: YAML syntax, the "
+                    "intent schema, custom resources against schemas/ and the openAPIV3Schema "
+                    "of the CRDs in the repository, built-in kinds against Kubernetes' own "
+                    "schemas (kubernetes-validate), manifests whose intent id differs from "
+                    "their site's intent (a warning; an error with --strict), objects defined "
+                    "twice in a site, and namespaced kinds without a namespace.\n"
+                    "Exit 0 when clean (warnings allowed), 1 on any error, 2 on a usage error.",
+        epilog="examples:\n"
+               "  reconciler validate\n"
+               "  reconciler validate ./fleet --site edge-sfo-01 --strict\n"
+               "  reconciler validate -o github        # annotations in a GitHub Actions job\n"
+               "  reconciler validate -o json | jq '.findings[] | select(.severity==\"error\")'\n",
+    )
+    check.add_argument("path", nargs="?", type=Path, default=Path("."), metavar="PATH",
+                       help="repository checkout (default: the current directory)")
+    check.add_argument("--site", action="append", default=None, metavar="SITE",
+                       help="check only this site (repeatable; default: every site)")
+    check.add_argument("--strict", action="store_true",
+                       help="a manifest whose intent id differs from its site's is an error")
+    check.add_argument("--kube-version", default=None, metavar="X.Y",
+                       help="Kubernetes version whose schemas built-in kinds are checked "
+                            "against (default: the newest kubernetes-validate ships)")
+    check.add_argument("-o", "--output", choices=["text", "json", "github"], default="text")
+
+    plan = commands.add_parser(
+        "plan", formatter_class=_Formatter,
+        help="what a commit would do at a site: intent verdict, objects, drops, prunes",
+        description="Read the site at REF and decide as `sync` would, without changing "
+                    "anything: whether the intent is accepted, kept or refused against the "
+                    "site's recorded state, which objects would be created, configured or "
+                    "left unchanged, which manifests would be dropped, and what would be "
+                    "pruned. With a kubeconfig the objects are compared by a server-side "
+                    "apply dry run against the live cluster; without one, against the "
+                    "site's recorded inventory. The text output is Markdown, ready to post "
+                    "as a pull-request comment.\n"
+                    "Exit 0 when the intent would be accepted or kept and the revision is "
+                    "valid, 1 when it would be refused or is invalid, 2 on a usage error.",
+        epilog="examples:\n"
+               "  reconciler plan --repo . --site edge-sfo-01 --ref HEAD\n"
+               "  reconciler plan --repo https://git.example.com/fleet.git --site edge-sfo-01 \\\n"
+               "      --ref refs/pull/42/head --state-dir site-state/ -o json\n"
+               "  reconciler plan --repo ./fleet --site edge-sfo-01 --kubeconfig edge.kubeconfig\n",
+    )
+    plan.add_argument("--repo", required=True, metavar="URL",
+                      help="Git repository: a path, file://, git://, http(s):// or ssh:// URL")
+    plan.add_argument("--site", required=True, help="the site to plan for (sites/<SITE>/)")
+    plan.add_argument("--ref", default=contract.DEFAULT_BRANCH,
+                      help="branch, tag, commit or ref to plan (default: %(default)s)")
+    plan.add_argument("--state-dir", type=Path, default=contract.DEFAULT_STATE_DIR,
+                      help="the site's recorded state: accepted intent and inventory "
+                           "(default: %(default)s; a site without state plans as a first sync)")
+    plan.add_argument("--cache-dir", type=Path, default=None,
+                      help="Git cache (default: <state-dir>/.git-cache)")
+    plan.add_argument("--kubeconfig", type=Path, default=None,
+                      help="compare against this live cluster with a server-side apply dry run")
+    plan.add_argument("--context", default=None, help="kubeconfig context to use")
+    plan.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    intent = commands.add_parser(
+        "intent", formatter_class=_Formatter, help="the manager's side: publish a new intent",
+        description="Commands the manager runs on a repository checkout.",
+    )
+    intent_commands = intent.add_subparsers(dest="intent_command", metavar="COMMAND",
+                                            required=True)
+    publish = intent_commands.add_parser(
+        "publish", formatter_class=_Formatter, parents=commands.logging_flags,
+        help="stamp a new intent id into a site's manifests and commit it",
+        description="Stamp reconciler.dev/intent-id into every manifest of the site with a "
+                    "round-trip YAML edit (comments, key order, quoting, flow style, anchors "
+                    "and document separators stay exactly as they were; only the stamped "
+                    "lines change), write the site's intent.yaml, and commit with Intent-Id: "
+                    "and Site: trailers. Signs with git's own gpg or ssh signing config when "
+                    "asked; pushes when asked. Refuses a dirty work tree unless --allow-dirty.",
+        epilog="examples:\n"
+               "  reconciler intent publish --site edge-sfo-01 -m 'Upgrade the UPF to 2.4'\n"
+               "  reconciler intent publish --repo ./fleet --site edge-sfo-01 \\\n"
+               "      --id upf-2-4-rollout --sequence 8 -m 'UPF 2.4' --sign --push\n"
+               "  reconciler intent publish --site edge-sfo-01 -m 'try' --dry-run\n",
+    )
+    publish.add_argument("--repo", type=Path, default=Path("."), metavar="PATH",
+                         help="repository work tree (default: the current directory)")
+    publish.add_argument("--site", required=True, help="the site to publish (sites/<SITE>/)")
+    publish.add_argument("--id", dest="intent_id", default=None, metavar="ID",
+                         help="the new intent id, [A-Za-z0-9._-]{1,63} (default: generated "
+                              "from the site, the date and a random suffix)")
+    publish.add_argument("--sequence", type=int, default=None, metavar="N",
+                         help="the intent's sequence (default: one higher than the last)")
+    publish.add_argument("-m", "--message", required=True, metavar="MSG",
+                         help="commit message; its first line is also the intent's description")
+    publish.add_argument("--description", default=None,
+                         help="the intent's description (default: the message's first line)")
+    publish.add_argument("--sign", action="store_true",
+                         help="sign the commit with git's signing config (gpg or ssh)")
+    publish.add_argument("--push", action="store_true",
+                         help="push the commit to the branch's upstream (or --remote)")
+    publish.add_argument("--remote", default=None,
+                         help="remote to push to (default: the branch's upstream, or origin)")
+    publish.add_argument("--allow-dirty", action="store_true",
+                         help="publish even if the work tree has uncommitted changes")
+    publish.add_argument("--dry-run", action="store_true",
+                         help="show the diff that would be committed; change nothing")
+    publish.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -286,11 +401,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(workdir=args.workdir, ready_delay=args.ready_delay, verbose=args.verbose)
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from reconciler import lint
+
+    return lint.command(args)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from reconciler import planner
+
+    return planner.command(args)
+
+
+def _cmd_intent(args: argparse.Namespace) -> int:
+    from reconciler import publish
+
+    return publish.command(args)
+
+
 _COMMANDS = {
     "sync": _cmd_sync,
     "run": _cmd_run,
     "status": _cmd_status,
     "local-cluster": _cmd_local_cluster,
     "demo": _cmd_demo,
+    "validate": _cmd_validate,
+    "plan": _cmd_plan,
+    "intent": _cmd_intent,
 }
 
