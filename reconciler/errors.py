@@ -33,6 +33,18 @@ class BundleError(ReconcilerError):
     """The site's files at a revision cannot be read: missing, unsafe, or not YAML."""
 
 
+class YAMLSyntaxError(BundleError):
+    """A file is not valid YAML; `line` and `column` are 1-based where YAML gives them."""
+
+    def __init__(self, message: str, *, file: str, line: int | None = None,
+                 column: int | None = None, problem: str = "") -> None:
+        super().__init__(message)
+        self.file = file
+        self.line = line
+        self.column = column
+        self.problem = problem or message
+
+
 class ValidationError(ReconcilerError):
     """Documents read fine but break a schema or a protocol rule."""
 
