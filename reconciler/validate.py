@@ -7,6 +7,7 @@ offending field, so a user can go straight to the line to fix.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import json
 import re
@@ -22,7 +23,13 @@ if TYPE_CHECKING:  # bundle imports this module; the names are only for annotati
 
 INTENT_SCHEMA = "intent.schema.json"
 _WAVE = re.compile(r"-?[0-9]+")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 STATE_SCHEMA = "state.schema.json"
+
+
+class Severity(enum.StrEnum):
+    ERROR = "error"  # the revision cannot be applied as it is
+    WARNING = "warning"  # worth a look; does not fail `validate` (unless --strict says so)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +41,22 @@ class Finding:
     message: str
     rule: str  # e.g. schema, required-field, intent-site
     object: str = ""  # Kind/namespace/name when known
+    severity: Severity = Severity.ERROR
+    keys: tuple[str | int, ...] = ()  # the JSON path as keys, to find its line
+    line: int | None = None  # 1-based line and column of the offending field, when found
+    column: int | None = None
 
     def short(self) -> str:
         return f"{self.path}: {self.message}"
+
+    def where(self) -> str:
+        """`file:line:column` of the field when known, else of the document."""
+        if self.line is not None:
+            column = f":{self.column}" if self.column is not None else ""
+            return f"{self.location.file}:{self.line}{column}"
+        if self.location.line is not None:
+            return f"{self.location.file}:{self.location.line}"
+        return self.location.file
 
     def __str__(self) -> str:
         what = f" {self.object}" if self.object else ""
@@ -44,12 +64,29 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            **self.location.as_dict(),
+            "severity": self.severity.value,
+            "file": self.location.file,
+            "line": self.line if self.line is not None else self.location.line,
+            "column": self.column,
+            "document": self.location.document,
             "object": self.object,
             "path": self.path,
             "message": self.message,
             "rule": self.rule,
         }
+
+
+def json_path(keys: Iterable[str | int]) -> str:
+    """`$.spec.items[0]`, or `$.metadata.annotations['a/b']` for keys that are not names."""
+    path = "$"
+    for key in keys:
+        if isinstance(key, int):
+            path += f"[{key}]"
+        elif _NAME.fullmatch(key):
+            path += f".{key}"
+        else:
+            path += f"[{key!r}]"
+    return path
 
 
 @functools.cache
@@ -87,19 +124,41 @@ def schema_errors(
     document: Any, *, schema: str, location: bundle.Location, rule: str = "schema", obj: str = ""
 ) -> list[Finding]:
     """Every way `document` breaks the named schema, sorted by JSON path."""
-    found = [
-        Finding(location=location, path=_json_path(error), message=error.message, rule=rule,
-                object=obj)
-        for error in _validator(schema).iter_errors(document)
-    ]
+    return findings_of(_validator(schema), document, location=location, rule=rule, obj=obj)
+
+
+def findings_of(validator: jsonschema.protocols.Validator, document: Any, *,
+                location: bundle.Location, rule: str, obj: str = "",
+                prefix: str = "") -> list[Finding]:
+    """Every error `validator` finds in `document`, as findings sorted by JSON path.
+
+    An object with fields its schema does not allow gets one finding per such field, at
+    that field, so the reported line is the line to fix.
+    """
+    found: list[Finding] = []
+    for error in validator.iter_errors(document):
+        keys = tuple(error.absolute_path)
+        extra = _undeclared(error)
+        if extra:
+            found.extend(Finding(location=location, path=json_path((*keys, name)), rule=rule,
+                                 message=f"{prefix}field {name!r} is not declared in the schema",
+                                 object=obj, keys=(*keys, name)) for name in extra)
+            continue
+        found.append(Finding(location=location, path=json_path(keys), rule=rule, object=obj,
+                             message=prefix + error.message, keys=keys))
     return sorted(found, key=lambda f: f.path)
 
 
-def _json_path(error: jsonschema.ValidationError) -> str:
-    path = "$"
-    for part in error.absolute_path:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
+def _undeclared(error: jsonschema.ValidationError) -> list[str]:
+    """The fields an `additionalProperties: false` error is about, in document order."""
+    if error.validator != "additionalProperties" or error.validator_value is not False:
+        return []
+    if not isinstance(error.instance, Mapping) or not isinstance(error.schema, Mapping):
+        return []
+    declared = error.schema.get("properties", {})
+    patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+    return [str(name) for name in error.instance
+            if name not in declared and not any(p.search(str(name)) for p in patterns)]
 
 
 def check_intent(document: Any, *, location: bundle.Location, site: str) -> list[Finding]:
@@ -111,6 +170,7 @@ def check_intent(document: Any, *, location: bundle.Location, site: str) -> list
     if name != site:
         findings.append(Finding(
             location=location, path="$.metadata.name", rule="intent-site",
+            keys=("metadata", "name"),
             message=f"names site {name!r} but lives in the folder of site {site!r}",
         ))
     return findings
@@ -120,53 +180,60 @@ def check_manifests(manifests: Iterable[bundle.Manifest]) -> list[Finding]:
     """Required object fields, the annotation forms, and the schemas of the kinds we know."""
     findings: list[Finding] = []
     for manifest in manifests:
-        findings.extend(_check_manifest(manifest))
+        findings.extend(check_manifest(manifest))
     return findings
 
 
-def _check_manifest(manifest: bundle.Manifest) -> list[Finding]:
+def check_manifest(manifest: bundle.Manifest, *, shipped_schema: bool = True) -> list[Finding]:
+    """One manifest: object fields, annotation forms, and (unless told not to) the schema
+    in `schemas/` for its kind."""
     body = manifest.body
     location = manifest.location
     obj = manifest.describe()
     findings: list[Finding] = []
 
-    def need(path: str, message: str, rule: str = "required-field") -> None:
-        findings.append(Finding(location=location, path=path, message=message, rule=rule,
-                                object=obj))
+    def need(keys: tuple[str | int, ...], message: str, rule: str = "required-field") -> None:
+        findings.append(Finding(location=location, path=json_path(keys), message=message,
+                                rule=rule, object=obj, keys=keys))
 
     for key in ("apiVersion", "kind"):
         if not isinstance(body.get(key), str) or not body.get(key):
-            need(f"$.{key}", f"{key} is required and must be a string")
+            need((key,), f"{key} is required and must be a string")
     metadata = body.get("metadata")
     if not isinstance(metadata, Mapping):
-        need("$.metadata", "metadata is required and must be a mapping")
+        need(("metadata",), "metadata is required and must be a mapping")
         return findings
     if not isinstance(metadata.get("name"), str) or not metadata.get("name"):
-        need("$.metadata.name", "metadata.name is required and must be a string")
+        need(("metadata", "name"), "metadata.name is required and must be a string")
     for key in ("labels", "annotations"):
         values = metadata.get(key)
         if values is None:
             continue
         if not isinstance(values, Mapping):
-            need(f"$.metadata.{key}", f"{key} must be a mapping of strings", rule="metadata")
+            need(("metadata", key), f"{key} must be a mapping of strings", rule="metadata")
             continue
         for name, value in values.items():
             if not isinstance(value, str):
-                need(f"$.metadata.{key}['{name}']",
+                need(("metadata", key, str(name)),
                      f"value must be a string, not {type(value).__name__} (quote it)",
                      rule="metadata")
     wave = manifest.annotations.get(contract.ANNOTATION_WAVE)
     if isinstance(wave, str) and not _WAVE.fullmatch(wave):
-        need(f"$.metadata.annotations['{contract.ANNOTATION_WAVE}']",
+        need(("metadata", "annotations", contract.ANNOTATION_WAVE),
              f"wave must be an integer, not {wave!r}", rule="wave")
     intent_id = manifest.intent_id
     if intent_id is not None and not contract.INTENT_ID_PATTERN.match(intent_id):
-        need(f"$.metadata.annotations['{contract.ANNOTATION_INTENT_ID}']",
+        need(("metadata", "annotations", contract.ANNOTATION_INTENT_ID),
              f"intent id {intent_id!r} must match {contract.INTENT_ID_PATTERN.pattern}",
              rule="intent-id")
-    if findings:
+    if findings or not shipped_schema:
         return findings
     schema = _kind_schemas().get((manifest.api_version, manifest.kind))
     if schema:
         findings.extend(schema_errors(dict(body), schema=schema, location=location, obj=obj))
     return findings
+
+
+def has_shipped_schema(*, api_version: str, kind: str) -> bool:
+    """Whether `schemas/` holds a schema for this kind."""
+    return (api_version, kind) in _kind_schemas()

@@ -317,8 +317,8 @@ def test_nested_sequence_as_a_mapping_key_is_a_bundle_error() -> None:
     [
         ("  id: bad id!\n", "$.spec.id", "'bad id!' does not match"),
         ("  description: no id\n", "$.spec", "'id' is a required property"),
-        ("  id: intent-1\n  colour: blue\n", "$.spec",
-         "Additional properties are not allowed ('colour' was unexpected)"),
+        ("  id: intent-1\n  colour: blue\n", "$.spec.colour",
+         "field 'colour' is not declared in the schema"),
         ("  id: intent-1\n  rollout:\n    healthTimeout: 5 minutes\n",
          "$.spec.rollout.healthTimeout", "'5 minutes' does not match"),
         ("  id: intent-1\n  sequence: -1\n", "$.spec.sequence", "-1 is less than the minimum"),
@@ -659,7 +659,7 @@ def test_non_string_annotation_value_is_reported_at_its_key() -> None:
 def test_non_string_label_value_is_reported_at_its_key() -> None:
     """A label value that YAML read as a boolean must be quoted."""
     assert findings_of(with_metadata(labels={"enabled": True})) == [
-        ("$.metadata.labels['enabled']", "metadata",
+        ("$.metadata.labels.enabled", "metadata",
          "value must be a string, not bool (quote it)"),
     ]
 
