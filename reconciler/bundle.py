@@ -9,7 +9,9 @@ line where YAML gives one, and the rule that was broken.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -235,7 +237,9 @@ def parse_documents(
         if doc is None:
             continue
         location = Location(file=file, document=index, line=starts[index])
-        _check_size(doc, location=location, budget=limits.max_nodes)
+        # Without anchors nothing expands, and a document has fewer nodes than bytes.
+        if b"&" in data or len(data) > limits.max_nodes:
+            _check_size(doc, location=location, budget=limits.max_nodes)
         found.append((location, doc))
     return found
 
@@ -258,15 +262,30 @@ class _Resolver(resolver.VersionedResolver):
             for tag, regexp in (*table.get(value[0] if value else "", ()),
                                 *table.get(None, ())):
                 if regexp.match(value):
-                    return yaml_tag.Tag(suffix=tag)
+                    return _tag(tag)
             return self.DEFAULT_SCALAR_TAG
         return super().resolve(kind, value, implicit)
 
 
+_loaders = threading.local()
+
+
+@functools.cache
+def _tag(suffix: str) -> yaml_tag.Tag:
+    return yaml_tag.Tag(suffix=suffix)
+
+
 def safe_loader() -> ruamel_yaml.YAML:
-    """ruamel.yaml's safe loader (its C parser when installed), as sync and validate read."""
-    loader = ruamel_yaml.YAML(typ="safe")
-    loader.Resolver = _Resolver
+    """ruamel.yaml's safe loader (its C parser when installed), as sync and validate read.
+
+    One per thread: making one looks for plug-ins on disk, which costs more than reading
+    a small manifest.
+    """
+    loader: ruamel_yaml.YAML | None = getattr(_loaders, "yaml", None)
+    if loader is None:
+        loader = ruamel_yaml.YAML(typ="safe")
+        loader.Resolver = _Resolver
+        _loaders.yaml = loader
     return loader
 
 

@@ -1,0 +1,151 @@
+"""Custom resources checked against the CRDs found in the repository. Called by lint.
+
+A CRD's `openAPIV3Schema` is what the API server enforces, and server-side apply is
+stricter than the schema reads: a field the schema does not declare (outside an
+`x-kubernetes-preserve-unknown-fields` subtree) fails the whole apply. So the schema is
+turned into a JSON Schema that says so (`additionalProperties: false` wherever properties
+are declared), with OpenAPI's `nullable` and `x-kubernetes-int-or-string` spelled out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+
+from reconciler import bundle, validate
+
+CRD_API_GROUP = "apiextensions.k8s.io"
+CRD_KIND = "CustomResourceDefinition"
+RULE = "crd-schema"
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """`apps/v1` -> (`apps`, `v1`); `v1` -> (``, `v1`)."""
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def is_crd(manifest: bundle.Manifest) -> bool:
+    return (manifest.kind == CRD_KIND
+            and split_api_version(manifest.api_version)[0] == CRD_API_GROUP)
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """One version of a kind as a CRD in the repository defines it."""
+
+    crd: str  # the CRD's name, e.g. networkfunctions.telco.example.com
+    group: str
+    version: str
+    kind: str
+    namespaced: bool
+    schema: Mapping[str, Any] | None
+    location: bundle.Location
+
+
+class Catalog:
+    """Every kind the repository's CRDs define, and a validator per served version."""
+
+    def __init__(self) -> None:
+        self._served: dict[tuple[str, str], dict[str, Served]] = {}
+        self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator] = {}
+
+    def add(self, manifest: bundle.Manifest) -> None:
+        """Record the kind a CRD manifest defines; a malformed CRD is skipped (the CRD's own
+        schema check reports it)."""
+        spec = manifest.body.get("spec")
+        if not isinstance(spec, Mapping):
+            return
+        group, names = spec.get("group"), spec.get("names")
+        if not isinstance(group, str) or not isinstance(names, Mapping):
+            return
+        kind = names.get("kind")
+        versions = spec.get("versions")
+        if not isinstance(kind, str) or not isinstance(versions, list):
+            return
+        namespaced = spec.get("scope", "Namespaced") != "Cluster"
+        for entry in versions:
+            if not isinstance(entry, Mapping) or not entry.get("served", True):
+                continue
+            schema = entry.get("schema")
+            schema = schema.get("openAPIV3Schema") if isinstance(schema, Mapping) else None
+            served = Served(crd=manifest.name, group=group, version=str(entry.get("name")),
+                            kind=kind, namespaced=namespaced,
+                            schema=schema if isinstance(schema, Mapping) else None,
+                            location=manifest.location)
+            self._served.setdefault((group, kind), {})[served.version] = served
+
+    def defines(self, *, group: str, kind: str) -> bool:
+        return (group, kind) in self._served
+
+    def namespaced(self, *, group: str, kind: str) -> bool | None:
+        """Whether the kind is namespaced; None when no CRD here defines it."""
+        versions = self._served.get((group, kind))
+        return next(iter(versions.values())).namespaced if versions else None
+
+    def check(self, manifest: bundle.Manifest) -> list[validate.Finding]:
+        """The manifest against its CRD: a served version, and the version's schema."""
+        group, version = split_api_version(manifest.api_version)
+        versions = self._served.get((group, manifest.kind), {})
+        served = versions.get(version)
+        obj = manifest.describe()
+        if served is None:
+            return [validate.Finding(
+                location=manifest.location, path="$.apiVersion", keys=("apiVersion",),
+                rule="crd-version", object=obj,
+                message=f"no CRD in the repository serves {manifest.kind} in "
+                        f"{manifest.api_version} (served: "
+                        f"{', '.join(f'{group}/{v}' for v in sorted(versions)) or 'none'})")]
+        if served.schema is None:
+            return []
+        key = (group, version, manifest.kind)
+        validator = self._validators.get(key)
+        if validator is None:
+            validator = self._validators[key] = _validator(served.schema)
+        if validator.is_valid(manifest.body):
+            return []
+        return validate.findings_of(validator, manifest.body, location=manifest.location,
+                                    rule=RULE, obj=obj,
+                                    prefix=f"(CRD {served.crd}, {version}) ")
+
+
+def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    structural = to_json_schema(schema, root=True)
+    return jsonschema.Draft4Validator(structural)
+
+
+def to_json_schema(schema: Mapping[str, Any], *, root: bool = False) -> dict[str, Any]:
+    """An OpenAPI v3 structural schema as the JSON Schema the API server effectively applies."""
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "properties" and isinstance(value, Mapping):
+            out[key] = {name: to_json_schema(sub) for name, sub in value.items()
+                        if isinstance(sub, Mapping)}
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, Mapping):
+            out[key] = to_json_schema(value)
+        elif key in ("allOf", "anyOf", "oneOf") and isinstance(value, list):
+            out[key] = [to_json_schema(sub) for sub in value if isinstance(sub, Mapping)]
+        elif key.startswith("x-kubernetes-") or key in ("nullable", "format", "description",
+                                                         "example", "externalDocs"):
+            continue  # handled below, or documentation only
+        else:
+            out[key] = value
+    if schema.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+    if schema.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    if root:
+        # apiVersion, kind and metadata belong to every object; the server checks metadata.
+        properties = out.setdefault("properties", {})
+        for name in ("apiVersion", "kind"):
+            properties.setdefault(name, {"type": "string"})
+        properties["metadata"] = {"type": "object"}
+        properties.setdefault("status", {})
+    preserve = schema.get("x-kubernetes-preserve-unknown-fields") is True
+    if "properties" in out and "additionalProperties" not in out and not preserve:
+        out["additionalProperties"] = False
+    return out

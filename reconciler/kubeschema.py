@@ -1,0 +1,118 @@
+"""Built-in Kubernetes kinds checked against the API's own schemas. Called by lint.
+
+The schemas come from the `kubernetes-validate` package, one set per Kubernetes minor
+release. Its strict variant is used: server-side apply refuses a field the type does not
+declare, so an unknown field is an error here too. Validators are built once per kind
+(the package's own `validate()` re-reads the schema files for every object, far too slow
+for thousands of manifests).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import jsonschema
+import referencing
+from kubernetes_validate import utils as kv
+
+from reconciler import bundle, crdschema, validate
+
+RULE = "kube-schema"
+
+# Built-in kinds that are not namespaced (Kubernetes 1.37), by (group, kind).
+CLUSTER_SCOPED = frozenset({
+    ("", "Namespace"), ("", "Node"), ("", "PersistentVolume"), ("", "ComponentStatus"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io", "APIService"),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"),
+    ("storage.k8s.io", "StorageClass"), ("storage.k8s.io", "CSIDriver"),
+    ("storage.k8s.io", "CSINode"), ("storage.k8s.io", "VolumeAttachment"),
+    ("storage.k8s.io", "VolumeAttributesClass"),
+    ("scheduling.k8s.io", "PriorityClass"), ("node.k8s.io", "RuntimeClass"),
+    ("networking.k8s.io", "IngressClass"), ("networking.k8s.io", "IPAddress"),
+    ("networking.k8s.io", "ServiceCIDR"),
+    ("certificates.k8s.io", "CertificateSigningRequest"),
+    ("certificates.k8s.io", "ClusterTrustBundle"),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+    ("resource.k8s.io", "DeviceClass"), ("resource.k8s.io", "ResourceSlice"),
+    ("storagemigration.k8s.io", "StorageVersionMigration"),
+    ("internal.apiserver.k8s.io", "StorageVersion"),
+})
+
+_VERSION_DIR = re.compile(r"^v(\d+\.\d+)\.\d+-local-strict$")
+
+
+def is_builtin_group(group: str) -> bool:
+    """Whether the API group is one Kubernetes serves itself (core, `apps`, `*.k8s.io`)."""
+    return group == "" or "." not in group or group.endswith(".k8s.io")
+
+
+@functools.cache
+def versions() -> tuple[str, ...]:
+    """The Kubernetes minor versions whose schemas are installed, oldest first."""
+    found = {match.group(1) for entry in kv.importlib_resources.files(
+        "kubernetes_validate").joinpath("kubernetes-json-schema").iterdir()
+        if (match := _VERSION_DIR.match(entry.name))}
+    return tuple(sorted(found, key=lambda v: tuple(int(p) for p in v.split("."))))
+
+
+def resolve_version(requested: str | None) -> str:
+    """`1.37` for `None` (the newest), `1.36.2`, `v1.36` or `1.36`; ValueError if missing."""
+    if requested is None:
+        return versions()[-1]
+    match = re.fullmatch(r"v?(\d+\.\d+)(?:\.\d+)?", requested.strip())
+    if not match or match.group(1) not in versions():
+        raise ValueError(f"no schemas for Kubernetes {requested!r}; installed: "
+                         f"{versions()[0]} to {versions()[-1]}")
+    return match.group(1)
+
+
+def namespaced(*, group: str, kind: str) -> bool:
+    """Whether a built-in kind is namespaced."""
+    return (group, kind) not in CLUSTER_SCOPED
+
+
+def check(manifest: bundle.Manifest, *, version: str) -> list[validate.Finding] | None:
+    """The manifest against its kind's schema; None when Kubernetes has no such kind."""
+    group, api = crdschema.split_api_version(manifest.api_version)
+    validator = _validator(version, manifest.kind, group, api)
+    if validator is None:
+        return None
+    if validator.is_valid(dict(manifest.body)):
+        return []
+    return validate.findings_of(validator, dict(manifest.body), location=manifest.location,
+                                rule=RULE, obj=manifest.describe(),
+                                prefix=f"(Kubernetes {version}) ")
+
+
+@functools.cache
+def _validator(version: str, kind: str, group: str,
+               api: str) -> jsonschema.protocols.Validator | None:
+    folder = f"kubernetes-json-schema/v{version}.0-local-strict"
+    prefix = group.split(".")[0]
+    name = f"{kind.lower()}-{prefix}-{api}.json" if group else f"{kind.lower()}-{api}.json"
+    try:
+        schema = kv.schema_contents(f"{folder}/{name}", version)
+    except FileNotFoundError:
+        return None
+    declared = schema.get("x-kubernetes-group-version-kind") or []
+    if not any(d.get("group") == group and d.get("kind") == kind and d.get("version") == api
+               for d in declared):
+        return None  # a sub-type's schema, or another group with the same first label
+    return jsonschema.Draft202012Validator(schema, registry=_registry(folder))
+
+
+@functools.cache
+def _registry(folder: str) -> referencing.Registry[Any]:
+    definitions = kv.schema_contents(f"{folder}/_definitions.json", folder)
+    return referencing.Resource.from_contents(definitions) @ referencing.Registry()

@@ -1,0 +1,486 @@
+"""`reconciler validate`: check a repository checkout before it merges. Called by cli.
+
+It reads what the sites will read, with the same loader and the same limits, but reports
+every broken rule instead of stopping at the first: YAML syntax; the intent schema; the
+object rules sync enforces; custom resources against the repository's CRDs (or the
+schemas in `schemas/` when no CRD defines the kind); built-in kinds against Kubernetes'
+own schemas; namespace scope; objects defined twice in a site; and manifests whose intent
+id is not their site's (a site would drop them). Each finding names the file, line and
+column, the object, the JSON path and the rule. Many files are checked in parallel
+processes, so ten thousand manifests take seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from reconciler import bundle, contract, crdschema, errors, kubeschema, positions, validate
+from reconciler import tree as trees
+
+log = logging.getLogger("reconciler")
+
+Severity = validate.Severity
+PARALLEL_FROM = 200  # files; below this, worker start-up costs more than it saves
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What to check."""
+
+    root: Path
+    sites: tuple[str, ...] | None = None  # None: every site
+    strict: bool = False
+    kube_version: str | None = None  # None: the newest installed
+    jobs: int = 0  # worker processes; 0: one per CPU
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """Every finding in the checked part of the repository."""
+
+    root: str
+    sites: tuple[str, ...]
+    files: int
+    documents: int
+    kube_version: str
+    findings: tuple[validate.Finding, ...]
+    seconds: float
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for f in self.findings if f.severity is Severity.WARNING)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    path: PurePosixPath
+    role: str  # intent | manifest | crd
+    site: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Object:
+    """What the cross-file checks need of one manifest."""
+
+    location: bundle.Location
+    identity: tuple[str, str, str, str]  # group, kind, namespace ('' when cluster-scoped), name
+    describe: str
+    intent_id: str | None
+    has_annotations: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _FileResult:
+    path: str
+    site: str | None
+    documents: int
+    findings: tuple[validate.Finding, ...]
+    objects: tuple[_Object, ...] = ()
+    intent_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    tree: trees.DirTree
+    catalog: crdschema.Catalog
+    kube_version: str
+    limits: bundle.Limits
+
+
+_context: _Context | None = None  # set before checking; worker processes inherit it
+
+
+def command(args: argparse.Namespace) -> int:
+    """`reconciler validate`: exit 0 clean (warnings allowed), 1 on any error."""
+    report = run(options=Options(root=args.path, sites=tuple(args.site) if args.site else None,
+                                 strict=args.strict, kube_version=args.kube_version))
+    render = {"text": render_text, "json": render_json, "github": render_github}[args.output]
+    print(render(report))
+    return 1 if report.errors else 0
+
+
+def run(*, options: Options) -> Report:
+    """Check the repository checkout at `options.root`."""
+    global _context
+    started = time.monotonic()
+    root = options.root
+    if not root.is_dir():
+        raise errors.UsageError(f"{root}: no such directory")
+    tree = trees.DirTree(root)
+    if not tree.is_dir(contract.SITES_DIR):
+        raise errors.UsageError(
+            f"{root}: no {contract.SITES_DIR}/ folder; is this a fleet repository checkout?")
+    try:
+        kube_version = kubeschema.resolve_version(options.kube_version)
+    except ValueError as exc:
+        raise errors.UsageError(str(exc)) from None
+
+    findings: list[validate.Finding] = []
+    by_site = _site_files(tree)
+    sites = _sites(by_site, wanted=options.sites)
+    jobs = [_Job(path=p, role="crd", site=None) for p in _yaml_files(tree, contract.CRDS_DIR)]
+    for site in sites:
+        jobs.extend(_site_jobs(tree, site=site, files=by_site[site], findings=findings))
+
+    _context = _Context(tree=tree, catalog=_catalog(tree, jobs), kube_version=kube_version,
+                        limits=bundle.Limits())
+    results = _check_all(jobs, workers=options.jobs or os.cpu_count() or 1)
+    for result in results:
+        findings.extend(result.findings)
+    findings.extend(_cross_file(results, strict=options.strict))
+    findings.sort(key=lambda f: (f.location.file, f.line or f.location.line or 0, f.column or 0,
+                                 f.path, f.rule))
+    return Report(root=str(root), sites=tuple(sites), files=len(jobs),
+                  documents=sum(r.documents for r in results), kube_version=kube_version,
+                  findings=tuple(findings), seconds=time.monotonic() - started)
+
+
+def _site_files(tree: trees.DirTree) -> dict[str, list[PurePosixPath]]:
+    """Every file below sites/, by site."""
+    by_site: dict[str, list[PurePosixPath]] = collections.defaultdict(list)
+    for path in _listing(tree, contract.SITES_DIR):
+        if len(path.parts) > 2:
+            by_site[path.parts[1]].append(path)
+    return by_site
+
+
+def _sites(by_site: Mapping[str, list[PurePosixPath]], *,
+           wanted: Sequence[str] | None) -> list[str]:
+    present = sorted(by_site)
+    if wanted is None:
+        return present
+    unknown = [s for s in wanted if s not in present]
+    if unknown:
+        raise errors.UsageError(
+            f"no such site: {', '.join(unknown)} (sites: {', '.join(present) or 'none'})")
+    return list(dict.fromkeys(wanted))
+
+
+def _listing(tree: trees.DirTree, folder: PurePosixPath) -> list[PurePosixPath]:
+    try:
+        return list(tree.files(folder))
+    except errors.BundleError as exc:
+        raise errors.UsageError(str(exc)) from None
+
+
+def _yaml_files(tree: trees.DirTree, folder: PurePosixPath) -> list[PurePosixPath]:
+    return [p for p in _listing(tree, folder) if p.suffix in contract.MANIFEST_SUFFIXES]
+
+
+def _site_jobs(tree: trees.DirTree, *, site: str, files: Sequence[PurePosixPath],
+               findings: list[validate.Finding]) -> list[_Job]:
+    intent = contract.intent_path(site)
+    manifests = contract.manifests_dir(site)
+    if not contract.SITE_NAME_PATTERN.match(site):
+        findings.append(_file_finding(str(contract.site_dir(site)), rule="site-name",
+                                      message=f"site name {site!r} is not a valid site name "
+                                              "(lower-case letters, digits, '-' and '.')"))
+    jobs = []
+    if intent in files:
+        jobs.append(_Job(path=intent, role="intent", site=site))
+    else:
+        findings.append(_file_finding(str(intent), rule="intent-missing",
+                                      message="missing; every site needs an intent file "
+                                              f"(kind {contract.INTENT_KIND})"))
+    for path in files:
+        if manifests not in path.parents:
+            continue
+        if path.suffix in contract.MANIFEST_SUFFIXES:
+            jobs.append(_Job(path=path, role="manifest", site=site))
+        else:
+            findings.append(_file_finding(
+                str(path), rule="ignored-file", severity=Severity.WARNING,
+                message="not read by the reconciler: only "
+                        f"{' and '.join(contract.MANIFEST_SUFFIXES)} files are manifests"))
+    limit = bundle.Limits().max_files
+    if len(jobs) > limit:
+        findings.append(_file_finding(
+            f"{contract.manifests_dir(site)}/", rule="limit",
+            message=f"{len(jobs)} files, over the limit of {limit} per site"))
+    return jobs
+
+
+def _file_finding(file: str, *, rule: str, message: str,
+                  severity: Severity = Severity.ERROR, line: int | None = None,
+                  column: int | None = None) -> validate.Finding:
+    return validate.Finding(location=bundle.Location(file=file, document=0), path="$",
+                            message=message, rule=rule, severity=severity, line=line,
+                            column=column)
+
+
+def _catalog(tree: trees.DirTree, jobs: Iterable[_Job]) -> crdschema.Catalog:
+    """The CRDs in crds/ and in any site manifest that holds one (their errors are
+    reported when those files are checked)."""
+    catalog = crdschema.Catalog()
+    for job in jobs:
+        if job.role == "intent":
+            continue
+        try:
+            data = tree.read(job.path, max_bytes=bundle.Limits().max_file_bytes)
+            if job.role == "manifest" and crdschema.CRD_KIND.encode() not in data:
+                continue
+            documents = bundle.parse_documents(data, file=str(job.path))
+        except errors.BundleError:
+            continue
+        for location, doc in documents:
+            if isinstance(doc, Mapping):
+                manifest = bundle.Manifest(location=location, body=doc)
+                if crdschema.is_crd(manifest):
+                    catalog.add(manifest)
+    return catalog
+
+
+def _check_all(jobs: Sequence[_Job], *, workers: int) -> list[_FileResult]:
+    if workers < 2 or len(jobs) < PARALLEL_FROM or sys.platform != "linux":
+        return [_check_file(job) for job in jobs]
+    # fork: the workers inherit the catalog and the imported modules; nothing to pickle in.
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers,
+                                                mp_context=context) as pool:
+        return list(pool.map(_check_file, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+
+
+def _check_file(job: _Job) -> _FileResult:
+    """Every check that needs one file only; runs in a worker process."""
+    assert _context is not None
+    file = str(job.path)
+    try:
+        data = _context.tree.read(job.path, max_bytes=_context.limits.max_file_bytes)
+        documents = bundle.parse_documents(data, file=file, limits=_context.limits)
+    except errors.YAMLSyntaxError as exc:
+        return _FileResult(path=file, site=job.site, documents=0, findings=(_file_finding(
+            file, rule="yaml", message=f"invalid YAML: {exc.problem}", line=exc.line,
+            column=exc.column),))
+    except errors.BundleError as exc:
+        message = str(exc).removeprefix(f"{file}: ")
+        return _FileResult(path=file, site=job.site, documents=0,
+                           findings=(_file_finding(file, rule="limit", message=message),))
+    if job.role == "intent":
+        return _check_intent(job, data=data, documents=documents)
+    findings: list[validate.Finding] = []
+    objects: list[_Object] = []
+    for location, doc in documents:
+        if not isinstance(doc, Mapping):
+            findings.append(validate.Finding(
+                location=location, path="$", rule="manifest",
+                message=f"a manifest must be a mapping (an object), not {type(doc).__name__}"))
+            continue
+        manifest = bundle.Manifest(location=location, body=doc)
+        found, identity = _check_manifest(manifest)
+        findings.extend(found)
+        if identity is not None:
+            objects.append(_Object(location=location, identity=identity,
+                                   describe=manifest.describe(), intent_id=manifest.intent_id,
+                                   has_annotations=isinstance(
+                                       manifest.metadata.get("annotations"), Mapping)))
+    return _FileResult(path=file, site=job.site, documents=len(documents),
+                       findings=tuple(positions.place(findings, data=data)),
+                       objects=tuple(objects))
+
+
+def _check_intent(job: _Job, *, data: bytes,
+                  documents: list[tuple[bundle.Location, Any]]) -> _FileResult:
+    file = str(job.path)
+    if len(documents) != 1:
+        return _FileResult(path=file, site=job.site, documents=len(documents), findings=(
+            _file_finding(file, rule="intent", message="expected exactly one YAML document, "
+                                                       f"found {len(documents)}"),))
+    location, doc = documents[0]
+    assert job.site is not None
+    findings = validate.check_intent(doc, location=location, site=job.site)
+    intent_id = None if findings else str(doc["spec"]["id"])
+    return _FileResult(path=file, site=job.site, documents=1,
+                       findings=tuple(positions.place(findings, data=data)),
+                       intent_id=intent_id)
+
+
+def _check_manifest(
+    manifest: bundle.Manifest,
+) -> tuple[list[validate.Finding], tuple[str, str, str, str] | None]:
+    """One manifest's own rules; and its identity, when it has one, for the duplicate check."""
+    assert _context is not None
+    catalog = _context.catalog
+    group, _ = crdschema.split_api_version(manifest.api_version)
+    kind = manifest.kind
+    by_crd = catalog.defines(group=group, kind=kind)
+    findings = validate.check_manifest(manifest, shipped_schema=not by_crd)
+    if findings:
+        return findings, None  # the object's own fields are broken; nothing more to say
+    namespaced: bool | None = None
+    if by_crd:
+        findings.extend(catalog.check(manifest))
+        namespaced = catalog.namespaced(group=group, kind=kind)
+    elif kubeschema.is_builtin_group(group):
+        found = kubeschema.check(manifest, version=_context.kube_version)
+        if found is not None:
+            findings.extend(found)
+            namespaced = kubeschema.namespaced(group=group, kind=kind)
+        else:
+            core = "." not in group
+            findings.append(validate.Finding(
+                location=manifest.location, path="$.kind", keys=("kind",),
+                rule="unknown-kind", object=manifest.describe(),
+                severity=Severity.ERROR if core else Severity.WARNING,
+                message=(f"Kubernetes {_context.kube_version} serves no kind {kind} in "
+                         f"{manifest.api_version}" if core else
+                         f"no CRD in the repository defines {kind} in {manifest.api_version}, "
+                         "and Kubernetes does not serve it; its fields are not checked")))
+    elif not validate.has_shipped_schema(api_version=manifest.api_version, kind=kind):
+        findings.append(validate.Finding(
+            location=manifest.location, path="$.kind", keys=("kind",), rule="unknown-kind",
+            object=manifest.describe(), severity=Severity.WARNING,
+            message=f"no CRD in the repository and no schema in schemas/ for {kind} in "
+                    f"{manifest.api_version}; its fields are not checked"))
+    namespace = manifest.namespace or ""
+    if namespaced is True and not namespace:
+        findings.append(validate.Finding(
+            location=manifest.location, path="$.metadata", keys=("metadata",),
+            rule="namespace-missing", object=manifest.describe(),
+            message=f"{kind} is namespaced but has no metadata.namespace: it would land in "
+                    "namespace 'default' of whatever cluster the site runs"))
+    elif namespaced is False and namespace:
+        findings.append(validate.Finding(
+            location=manifest.location, path="$.metadata.namespace",
+            keys=("metadata", "namespace"), rule="namespace-ignored",
+            object=manifest.describe(), severity=Severity.WARNING,
+            message=f"{kind} is cluster-scoped: metadata.namespace {namespace!r} means nothing"))
+        namespace = ""
+    return findings, (group, kind, namespace, manifest.name)
+
+
+def _cross_file(results: Sequence[_FileResult], *, strict: bool) -> list[validate.Finding]:
+    """Duplicates within a site, and whether each manifest carries its site's intent id."""
+    found: list[validate.Finding] = []
+    intents = {r.site: r.intent_id for r in results if r.intent_id}
+    by_site: dict[str | None, list[_Object]] = collections.defaultdict(list)
+    for result in results:
+        by_site[result.site].extend(result.objects)
+    for site, objects in by_site.items():
+        first: dict[tuple[str, str, str, str], _Object] = {}
+        for obj in objects:
+            earlier = first.setdefault(obj.identity, obj)
+            if earlier is not obj:
+                scope = f"site {site}" if site else contract.CRDS_DIR.as_posix() + "/"
+                found.append(validate.Finding(
+                    location=obj.location, path="$.metadata.name", keys=("metadata", "name"),
+                    rule="duplicate", object=obj.describe,
+                    message=f"{obj.describe} is defined twice in {scope}: first at "
+                            f"{earlier.location}"))
+        intent_id = intents.get(site)
+        if site is None or intent_id is None:
+            continue
+        for obj in objects:
+            if obj.intent_id == intent_id:
+                continue
+            keys: tuple[str, ...] = ("metadata", "annotations", contract.ANNOTATION_INTENT_ID)
+            if obj.intent_id is None:
+                keys = ("metadata", "annotations") if obj.has_annotations else ("metadata",)
+                message = (f"carries no intent id; site {site} would drop it (its intent is "
+                           f"{intent_id!r})")
+            else:
+                message = (f"carries intent {obj.intent_id!r}, not {intent_id!r} of site "
+                           f"{site}: the site would drop it")
+            found.append(validate.Finding(
+                location=obj.location, path=validate.json_path(keys), keys=keys,
+                rule="intent-mismatch", object=obj.describe, message=message,
+                severity=Severity.ERROR if strict else Severity.WARNING))
+    return _place_all(found)
+
+
+def _place_all(findings: Sequence[validate.Finding]) -> list[validate.Finding]:
+    assert _context is not None
+    by_file: dict[str, list[validate.Finding]] = collections.defaultdict(list)
+    for finding in findings:
+        by_file[finding.location.file].append(finding)
+    placed: list[validate.Finding] = []
+    for file, group in by_file.items():
+        data = _context.tree.read(PurePosixPath(file), max_bytes=_context.limits.max_file_bytes)
+        placed.extend(positions.place(group, data=data))
+    return placed
+
+
+def _line(finding: validate.Finding) -> str:
+    parts = [finding.where(), finding.severity.value]
+    if finding.object:
+        parts.append(finding.object)
+    if finding.path != "$":
+        parts.append(finding.path)
+    return ": ".join(parts) + f": {finding.message} [{finding.rule}]"
+
+
+def _counts(report: Report) -> str:
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    return (f"{plural(len(report.sites), 'site')}, {plural(report.files, 'file')}, "
+            f"{plural(report.documents, 'document')} checked in {report.seconds:.2f}s "
+            f"(Kubernetes {report.kube_version} schemas)")
+
+
+def render_text(report: Report) -> str:
+    """One line per finding, `file:line:column: severity: object: path: message [rule]`."""
+    lines = [_line(f) for f in report.findings]
+    if report.findings:
+        lines.append("")
+        lines.append(f"{report.errors} error(s), {report.warnings} warning(s): "
+                     + _counts(report))
+    else:
+        lines.append("ok: " + _counts(report))
+    return "\n".join(lines)
+
+
+def render_json(report: Report) -> str:
+    return json.dumps({
+        "root": report.root,
+        "sites": list(report.sites),
+        "files": report.files,
+        "documents": report.documents,
+        "kubernetesVersion": report.kube_version,
+        "errors": report.errors,
+        "warnings": report.warnings,
+        "seconds": round(report.seconds, 3),
+        "findings": [f.as_dict() for f in report.findings],
+    }, indent=2)
+
+
+def render_github(report: Report) -> str:
+    """GitHub Actions workflow commands: an annotation on the line of each finding."""
+    lines = []
+    for f in report.findings:
+        props = [f"file={_escape_property(f.location.file)}"]
+        line = f.line if f.line is not None else f.location.line
+        if line is not None:
+            props.append(f"line={line}")
+        if f.column is not None:
+            props.append(f"col={f.column}")
+        props.append(f"title={_escape_property(f'reconciler validate: {f.rule}')}")
+        what = f"{f.object}: " if f.object else ""
+        path = f"{f.path}: " if f.path != "$" else ""
+        lines.append(f"::{f.severity.value} {','.join(props)}::"
+                     + _escape_data(f"{what}{path}{f.message}"))
+    lines.append(f"{report.errors} error(s), {report.warnings} warning(s): " + _counts(report))
+    return "\n".join(lines)
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
