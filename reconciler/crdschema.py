@@ -136,8 +136,11 @@ def to_json_schema(schema: Mapping[str, Any], *, root: bool = False) -> dict[str
     if schema.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
-    if schema.get("nullable") and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
+    if schema.get("nullable"):
+        if isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        elif isinstance(out.get("anyOf"), list):
+            out["anyOf"] = [*out["anyOf"], {"type": "null"}]
     if root:
         # apiVersion, kind and metadata belong to every object; the server checks metadata.
         properties = out.setdefault("properties", {})

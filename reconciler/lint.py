@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -98,7 +98,7 @@ class _FileResult:
 @dataclasses.dataclass(frozen=True)
 class _Context:
     tree: trees.DirTree
-    catalog: crdschema.Catalog
+    catalogs: Mapping[str | None, crdschema.Catalog]  # by site; None: crds/ alone
     kube_version: str
     limits: bundle.Limits
 
@@ -123,7 +123,11 @@ def run(*, options: Options) -> Report:
     if not root.is_dir():
         raise errors.UsageError(f"{root}: no such directory")
     tree = trees.DirTree(root)
-    if not tree.is_dir(contract.SITES_DIR):
+    try:
+        has_sites = tree.is_dir(contract.SITES_DIR)
+    except errors.BundleError as exc:
+        raise errors.UsageError(str(exc)) from None
+    if not has_sites:
         raise errors.UsageError(
             f"{root}: no {contract.SITES_DIR}/ folder; is this a fleet repository checkout?")
     try:
@@ -138,7 +142,7 @@ def run(*, options: Options) -> Report:
     for site in sites:
         jobs.extend(_site_jobs(tree, site=site, files=by_site[site], findings=findings))
 
-    _context = _Context(tree=tree, catalog=_catalog(tree, jobs), kube_version=kube_version,
+    _context = _Context(tree=tree, catalogs=_catalogs(tree, jobs), kube_version=kube_version,
                         limits=bundle.Limits())
     results = _check_all(jobs, workers=options.jobs or os.cpu_count() or 1)
     for result in results:
@@ -200,6 +204,11 @@ def _site_jobs(tree: trees.DirTree, *, site: str, files: Sequence[PurePosixPath]
                                               f"(kind {contract.INTENT_KIND})"))
     for path in files:
         if manifests not in path.parents:
+            if path != intent and path.suffix in contract.MANIFEST_SUFFIXES:
+                findings.append(_file_finding(
+                    str(path), rule="ignored-file", severity=Severity.WARNING,
+                    message=f"not read by the reconciler: a site's manifests live in "
+                            f"{manifests}/"))
             continue
         if path.suffix in contract.MANIFEST_SUFFIXES:
             jobs.append(_Job(path=path, role="manifest", site=site))
@@ -209,10 +218,11 @@ def _site_jobs(tree: trees.DirTree, *, site: str, files: Sequence[PurePosixPath]
                 message="not read by the reconciler: only "
                         f"{' and '.join(contract.MANIFEST_SUFFIXES)} files are manifests"))
     limit = bundle.Limits().max_files
-    if len(jobs) > limit:
+    count = sum(1 for job in jobs if job.role == "manifest")
+    if count > limit:
         findings.append(_file_finding(
-            f"{contract.manifests_dir(site)}/", rule="limit",
-            message=f"{len(jobs)} files, over the limit of {limit} per site"))
+            f"{manifests}/", rule="limit",
+            message=f"{count} manifest files, over the limit of {limit} per site"))
     return jobs
 
 
@@ -224,10 +234,12 @@ def _file_finding(file: str, *, rule: str, message: str,
                             column=column)
 
 
-def _catalog(tree: trees.DirTree, jobs: Iterable[_Job]) -> crdschema.Catalog:
-    """The CRDs in crds/ and in any site manifest that holds one (their errors are
-    reported when those files are checked)."""
-    catalog = crdschema.Catalog()
+def _catalogs(tree: trees.DirTree,
+              jobs: Sequence[_Job]) -> dict[str | None, crdschema.Catalog]:
+    """The CRDs each site's cluster gets: those of crds/, plus any in the site's own
+    manifests. (Errors in those files are reported when the files are checked.)"""
+    shared: list[bundle.Manifest] = []
+    own: dict[str | None, list[bundle.Manifest]] = collections.defaultdict(list)
     for job in jobs:
         if job.role == "intent":
             continue
@@ -239,11 +251,16 @@ def _catalog(tree: trees.DirTree, jobs: Iterable[_Job]) -> crdschema.Catalog:
         except errors.BundleError:
             continue
         for location, doc in documents:
-            if isinstance(doc, Mapping):
-                manifest = bundle.Manifest(location=location, body=doc)
-                if crdschema.is_crd(manifest):
-                    catalog.add(manifest)
-    return catalog
+            manifest = bundle.Manifest(location=location, body=doc) \
+                if isinstance(doc, Mapping) else None
+            if manifest is not None and crdschema.is_crd(manifest):
+                (shared if job.role == "crd" else own[job.site]).append(manifest)
+    catalogs: dict[str | None, crdschema.Catalog] = {}
+    for site in {None, *(job.site for job in jobs)}:
+        catalog = catalogs[site] = crdschema.Catalog()
+        for manifest in [*shared, *own.get(site, [])]:
+            catalog.add(manifest)
+    return catalogs
 
 
 def _check_all(jobs: Sequence[_Job], *, workers: int) -> list[_FileResult]:
@@ -282,7 +299,7 @@ def _check_file(job: _Job) -> _FileResult:
                 message=f"a manifest must be a mapping (an object), not {type(doc).__name__}"))
             continue
         manifest = bundle.Manifest(location=location, body=doc)
-        found, identity = _check_manifest(manifest)
+        found, identity = _check_manifest(manifest, catalog=_context.catalogs[job.site])
         findings.extend(found)
         if identity is not None:
             objects.append(_Object(location=location, identity=identity,
@@ -311,11 +328,10 @@ def _check_intent(job: _Job, *, data: bytes,
 
 
 def _check_manifest(
-    manifest: bundle.Manifest,
+    manifest: bundle.Manifest, *, catalog: crdschema.Catalog,
 ) -> tuple[list[validate.Finding], tuple[str, str, str, str] | None]:
     """One manifest's own rules; and its identity, when it has one, for the duplicate check."""
     assert _context is not None
-    catalog = _context.catalog
     group, _ = crdschema.split_api_version(manifest.api_version)
     kind = manifest.kind
     by_crd = catalog.defines(group=group, kind=kind)
@@ -416,12 +432,14 @@ def _place_all(findings: Sequence[validate.Finding]) -> list[validate.Finding]:
 
 
 def _line(finding: validate.Finding) -> str:
+    """One finding on one line: line breaks in names or messages are shown as `\\n`."""
     parts = [finding.where(), finding.severity.value]
     if finding.object:
         parts.append(finding.object)
     if finding.path != "$":
         parts.append(finding.path)
-    return ": ".join(parts) + f": {finding.message} [{finding.rule}]"
+    text = ": ".join(parts) + f": {finding.message} [{finding.rule}]"
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _counts(report: Report) -> str:

@@ -348,6 +348,67 @@ def _await_healthy(*, target: cluster.Cluster, items: Sequence[bundle.Manifest],
             abort.check()
 
 
+def prune_order(stale: Iterable[state.InventoryEntry]) -> list[state.InventoryEntry]:
+    """Reverse wave order, then reverse kind order: the order prune deletes in."""
+    return sorted(stale, key=lambda e: (e.wave, kind_rank(e.kind), e.name), reverse=True)
+
+
+def prune_kept(live: Mapping[str, Any], *, site: str) -> str:
+    """Why a live object prune would otherwise delete is kept; empty when it is not."""
+    meta = live.get("metadata") or {}
+    if (meta.get("labels") or {}).get(contract.LABEL_SITE) != site:
+        return f"it no longer carries {contract.LABEL_SITE}={site}"
+    if (meta.get("annotations") or {}).get(contract.ANNOTATION_PRUNE) == "disabled":
+        return f"{contract.ANNOTATION_PRUNE} is disabled"
+    return ""
+
+
+def preview(*, target: cluster.Cluster, site: str, crds: Sequence[bundle.Manifest],
+            manifests: Sequence[bundle.Manifest]) -> list[tuple[ObjectResult, str]]:
+    """What run() would do to each object, without changing anything.
+
+    `unchanged` when the live object already holds the manifest (as run() decides), else
+    a server-side apply dry run says `created` or `configured`. Each result comes with a
+    note: empty, or why the server could not be asked (the object's CRD or namespace is
+    created by this very rollout, so the object is new too).
+    """
+    live = dict(_list_live(target=target, manifests=[*crds, *manifests], site=site))
+    new_kinds: set[tuple[str, str]] = set()
+    for crd in crds:
+        spec = crd.body.get("spec") or {}
+        kind = str((spec.get("names") or {}).get("kind"))
+        new_kinds |= {(f"{spec.get('group')}/{v.get('name')}", kind)
+                      for v in spec.get("versions") or [] if isinstance(v, Mapping)}
+    new_namespaces = {m.name for m in manifests if (m.api_version, m.kind) == ("v1", "Namespace")}
+
+    def one(manifest: bundle.Manifest, *, wave: int, bound: bool) -> tuple[ObjectResult, str]:
+        body = desired(manifest, site=site)
+        note = ""
+        try:
+            ref = _key(target, body)
+            current = live.get(ref)
+            if current is not None and drift.in_sync(desired=body, live=current):
+                change = cluster.Change.UNCHANGED
+            else:
+                applied = target.apply(body, dry_run=True)
+                change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
+        except errors.NotFoundError:
+            if (manifest.api_version, manifest.kind) in new_kinds:
+                note = "its CRD is created first"
+            elif manifest.namespace in new_namespaces:
+                note = f"its namespace {manifest.namespace} is created first"
+            else:
+                raise
+            ref, change = cluster.ObjectRef.of(body), cluster.Change.CREATED
+        return ObjectResult(ref=ref, change=change, resource_version=None,
+                            intent_id=manifest.intent_id if bound else None, wave=wave), note
+
+    found = [one(crd, wave=0, bound=False) for crd in crds]
+    for wave, items in plan_waves(manifests):
+        found.extend(one(m, wave=wave, bound=True) for m in items)
+    return found
+
+
 def prune(*, target: cluster.Cluster, site: str, stale: Sequence[state.InventoryEntry],
           abort: aborts.Abort) -> list[ObjectResult]:
     """Delete objects this reconciler applied for the site and no longer desires.
@@ -356,7 +417,7 @@ def prune(*, target: cluster.Cluster, site: str, stale: Sequence[state.Inventory
     label are deleted; `reconciler.dev/prune: disabled` keeps one.
     """
     deleted: list[ObjectResult] = []
-    for entry in sorted(stale, key=lambda e: (e.wave, kind_rank(e.kind), e.name), reverse=True):
+    for entry in prune_order(stale):
         abort.check()
         ref = cluster.ObjectRef(entry.api_version, entry.kind, entry.namespace, entry.name)
         try:
@@ -365,13 +426,9 @@ def prune(*, target: cluster.Cluster, site: str, stale: Sequence[state.Inventory
             live = None  # its kind is gone with its CRD: so is the object
         if live is None:
             continue
-        meta = live.get("metadata") or {}
-        if (meta.get("labels") or {}).get(contract.LABEL_SITE) != site:
-            log.warning("not pruning %s: it no longer carries %s=%s", ref, contract.LABEL_SITE,
-                        site)
-            continue
-        if (meta.get("annotations") or {}).get(contract.ANNOTATION_PRUNE) == "disabled":
-            log.info("not pruning %s: %s is disabled", ref, contract.ANNOTATION_PRUNE)
+        kept = prune_kept(live, site=site)
+        if kept:
+            log.warning("not pruning %s: %s", ref, kept)
             continue
         with abort.gate():
             gone = target.delete(ref)

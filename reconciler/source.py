@@ -19,6 +19,7 @@ import git
 
 from reconciler import errors
 
+_HEX = re.compile(r"[0-9a-fA-F]{7,40}")
 _SCP_LIKE = re.compile(r"^(?P<user>[^@/]+@)?(?P<host>[^:/]+):(?P<path>.+)$")
 
 
@@ -116,6 +117,40 @@ class Source:
             committed_at=head.committed_datetime.astimezone(datetime.UTC).isoformat(),
             previous=last_head,
         )
+
+    def fetch_ref(self, ref: str) -> Revision:
+        """Fetch any ref (a branch, a tag, `HEAD`, `refs/pull/42/head`, a commit SHA) for a
+        look at it; the followed branch's own ref and its history guard are not touched."""
+        repo = self._repo()
+        space = "refs/reconciler/plan"
+        refspecs = [f"+refs/heads/*:{space}/heads/*", f"+refs/tags/*:{space}/tags/*"]
+        if ref == "HEAD" or ref.startswith("refs/"):
+            refspecs.append(f"+{ref}:{space}/ref")
+        try:
+            with repo.git.custom_environment(**_non_interactive()):
+                repo.git.fetch("--no-tags", "--prune", self.url, *refspecs)
+        except git.GitCommandError as exc:
+            detail = _clean_git_error(exc, self.url, self.display_url)
+            raise errors.SourceError(
+                f"fetch of {ref!r} from {self.display_url} failed: {detail}") from None
+        candidates = ([f"{space}/ref"] if ref == "HEAD" or ref.startswith("refs/") else
+                      [f"{space}/heads/{ref}", f"{space}/tags/{ref}"])
+        if _HEX.fullmatch(ref):
+            candidates.append(ref)
+        for candidate in candidates:
+            try:
+                head = repo.commit(candidate)
+            except (git.BadName, git.BadObject, ValueError):
+                continue
+            return Revision(
+                sha=head.hexsha, url=self.display_url, branch=ref,
+                subject=head.summary if isinstance(head.summary, str) else head.summary.decode(),
+                committed_at=head.committed_datetime.astimezone(datetime.UTC).isoformat(),
+                previous=None,
+            )
+        raise errors.SourceError(
+            f"{self.display_url} has no branch, tag or commit {ref!r} (fetched its branches "
+            "and tags; name another ref with refs/..., e.g. refs/pull/42/head)")
 
     def commit(self, sha: str) -> git.Commit:
         """The commit object of a fetched revision."""
