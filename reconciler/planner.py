@@ -37,6 +37,7 @@ from reconciler import tree as trees
 log = logging.getLogger("reconciler")
 
 LIVE, INVENTORY = "cluster", "inventory"
+FAILS = "fails"  # the API server refuses the object's dry run: the rollout would fail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,7 @@ class ObjectPlan:
     """What the rollout would do to one object."""
 
     ref: cluster.ObjectRef
-    change: str  # created | configured | unchanged
+    change: str  # created | configured | unchanged | applied (CRDs, offline) | fails
     wave: int | None  # None for the CRDs of crds/, applied before any wave
     location: bundle.Location
     note: str = ""
@@ -86,8 +87,11 @@ class Plan:
 
     @property
     def ok(self) -> bool:
+        """The site would take this commit: accepted or kept, and nothing refused by the
+        API server."""
         refused = self.decision is not None and self.decision.verdict is fence.Verdict.REFUSE
-        return not self.errors and self.decision is not None and not refused
+        return (not self.errors and self.decision is not None and not refused
+                and not self.count(FAILS))
 
     def count(self, change: str) -> int:
         return sum(1 for o in self.objects if o.change == change)
@@ -153,18 +157,16 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
 def _online(*, target: cluster.Cluster, site_bundle: bundle.Bundle, decision: fence.Decision,
             current: state.SiteState) -> tuple[list[ObjectPlan], list[PrunePlan], list[str]]:
     site = site_bundle.site
-    location = {id(m): m.location for m in [*site_bundle.crds, *decision.apply]}
-    previews = rollout.preview(target=target, site=site, crds=site_bundle.crds,
-                               manifests=decision.apply)
     order = [*site_bundle.crds, *[m for _, items in rollout.plan_waves(decision.apply)
                                   for m in items]]
-    objects = [ObjectPlan(ref=result.ref, change=result.change.value,
-                          wave=result.wave if result.intent_id is not None else None,
-                          location=location[id(manifest)], note=note)
-               for manifest, (result, note) in zip(order, previews, strict=True)]
+    previews = rollout.preview(target=target, site=site, crds=site_bundle.crds,
+                               manifests=decision.apply)
+    objects = [ObjectPlan(ref=p.ref, change=p.change.value if p.change else FAILS,
+                          wave=p.wave, location=manifest.location, note=p.note or p.error)
+               for manifest, p in zip(order, previews, strict=True)]
     keep = {o.ref.inventory_id for o in objects if o.wave is not None}
-    held = {rollout.ref_of(target, m, site=site).inventory_id for m in _dropped(site_bundle,
-                                                                                decision)}
+    held = {rollout.ref_of(target, m, site=site).inventory_id
+            for m in _dropped(site_bundle, decision)}
     prunes = []
     for entry in _stale(current, keep=keep | held, prune=site_bundle.intent.prune):
         ref = cluster.ObjectRef(entry.api_version, entry.kind, entry.namespace, entry.name)
@@ -297,7 +299,9 @@ def render_text(plan: Plan) -> str:
     for obj in plan.objects:
         wave = "crds" if obj.wave is None else str(obj.wave)
         change = f"{obj.change} ({obj.note})" if obj.note else obj.change
-        out.append(f"| {wave} | `{obj.ref}` | {change} | {_where(obj.location)} |")
+        if obj.change == FAILS:
+            change = f"**fails**: {obj.note}"
+        out.append(f"| {wave} | `{obj.ref}` | {_cell(change)} | {_where(obj.location)} |")
     drops = plan.decision.drops
     if drops:
         out += ["", f"**Dropped ({len(drops)}):** not applied, and their objects are kept as "
@@ -321,12 +325,19 @@ def _summary(plan: Plan) -> str:
     parts = [f"{plan.count(c)} to {verb}" for c, verb in (("created", "create"),
                                                            ("configured", "configure"))]
     parts.append(f"{plan.count('unchanged')} unchanged")
+    if plan.count(FAILS):
+        parts.append(f"**{plan.count(FAILS)} refused by the API server**")
     if plan.count("applied"):
         parts.append(f"{plan.count('applied')} CRD(s) applied")
     drops = len(plan.decision.drops) if plan.decision else 0
     deleted = sum(1 for p in plan.prunes if not p.kept)
     parts += [f"{drops} dropped", f"{deleted} to prune"]
     return ", ".join(parts)
+
+
+def _cell(text: str) -> str:
+    """Text that stays inside one Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _where(location: bundle.Location) -> str:
@@ -358,7 +369,7 @@ def render_json(plan: Plan) -> str:
                    for p in plan.prunes],
         "errors": list(plan.errors),
         "notes": list(plan.notes),
-        "summary": {c: plan.count(c) for c in ("created", "configured", "unchanged")},
+        "summary": {c: plan.count(c) for c in ("created", "configured", "unchanged", FAILS)},
     }, indent=2)
 
 

@@ -363,14 +363,25 @@ def prune_kept(live: Mapping[str, Any], *, site: str) -> str:
     return ""
 
 
+@dataclasses.dataclass(frozen=True)
+class Preview:
+    """What run() would do to one object: a change, or the error the server gave."""
+
+    ref: cluster.ObjectRef
+    change: cluster.Change | None  # None: the apply would fail with `error`
+    wave: int | None  # None for the CRDs of crds/, applied before any wave
+    note: str = ""
+    error: str = ""
+
+
 def preview(*, target: cluster.Cluster, site: str, crds: Sequence[bundle.Manifest],
-            manifests: Sequence[bundle.Manifest]) -> list[tuple[ObjectResult, str]]:
-    """What run() would do to each object, without changing anything.
+            manifests: Sequence[bundle.Manifest]) -> list[Preview]:
+    """What run() would do to each object, in its order, without changing anything.
 
     `unchanged` when the live object already holds the manifest (as run() decides), else
-    a server-side apply dry run says `created` or `configured`. Each result comes with a
-    note: empty, or why the server could not be asked (the object's CRD or namespace is
-    created by this very rollout, so the object is new too).
+    a server-side apply dry run says `created` or `configured`, or how it would fail. An
+    object whose CRD or namespace this very rollout creates cannot be asked about; it is
+    new, so `created`, with a note saying why.
     """
     live = dict(_list_live(target=target, manifests=[*crds, *manifests], site=site))
     new_kinds: set[tuple[str, str]] = set()
@@ -381,31 +392,31 @@ def preview(*, target: cluster.Cluster, site: str, crds: Sequence[bundle.Manifes
                       for v in spec.get("versions") or [] if isinstance(v, Mapping)}
     new_namespaces = {m.name for m in manifests if (m.api_version, m.kind) == ("v1", "Namespace")}
 
-    def one(manifest: bundle.Manifest, *, wave: int, bound: bool) -> tuple[ObjectResult, str]:
+    def one(manifest: bundle.Manifest, *, wave: int | None) -> Preview:
         body = desired(manifest, site=site)
-        note = ""
+        ref = cluster.ObjectRef.of(body)
         try:
             ref = _key(target, body)
             current = live.get(ref)
             if current is not None and drift.in_sync(desired=body, live=current):
-                change = cluster.Change.UNCHANGED
-            else:
-                applied = target.apply(body, dry_run=True)
-                change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
-        except errors.NotFoundError:
+                return Preview(ref=ref, change=cluster.Change.UNCHANGED, wave=wave)
+            applied = target.apply(body, dry_run=True)
+        except errors.NotFoundError as exc:
             if (manifest.api_version, manifest.kind) in new_kinds:
                 note = "its CRD is created first"
             elif manifest.namespace in new_namespaces:
                 note = f"its namespace {manifest.namespace} is created first"
             else:
-                raise
-            ref, change = cluster.ObjectRef.of(body), cluster.Change.CREATED
-        return ObjectResult(ref=ref, change=change, resource_version=None,
-                            intent_id=manifest.intent_id if bound else None, wave=wave), note
+                return Preview(ref=ref, change=None, wave=wave, error=str(exc))
+            return Preview(ref=ref, change=cluster.Change.CREATED, wave=wave, note=note)
+        except errors.ClusterError as exc:
+            return Preview(ref=ref, change=None, wave=wave, error=str(exc))
+        change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
+        return Preview(ref=applied.ref, change=change, wave=wave)
 
-    found = [one(crd, wave=0, bound=False) for crd in crds]
+    found = [one(crd, wave=None) for crd in crds]
     for wave, items in plan_waves(manifests):
-        found.extend(one(m, wave=wave, bound=True) for m in items)
+        found.extend(one(m, wave=wave) for m in items)
     return found
 
 

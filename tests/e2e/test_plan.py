@@ -136,3 +136,23 @@ def test_plan_command_line_prints_markdown_and_json(any_cluster: ClusterUnderTes
     assert refused.returncode == 1, refused.stderr
     assert "would be REFUSED" in refused.stdout
     assert "`sfo-baseline-1` stays in force; nothing is applied." in refused.stdout
+
+
+def test_object_the_api_server_refuses_fails_the_plan(any_cluster: ClusterUnderTest,
+                                                      remote: gitrepo.GitRemote,
+                                                      tmp_path: Path):
+    """A manifest the API server refuses (a number where a ConfigMap holds strings) is
+    planned as `fails` with the server's reason, and the plan exits 1: the rollout would."""
+    site = Site(root=tmp_path, remote_url=remote.url, target=any_cluster)
+    assert site.sync().ok
+    remote.write(CONFIG_MAP, remote.read(CONFIG_MAP).replace("dnn: internet", "dnn: 5"))
+    remote.commit_and_push("a number in a ConfigMap")
+    result = plan(site, online=True)
+    assert not result.ok
+    failing = [o for o in result.objects if o.change == planner.FAILS]
+    assert [str(o.ref) for o in failing] == ["ConfigMap/sfo-ran/sfo-site-config"]
+    assert "ConfigMap/sfo-ran/sfo-site-config" in failing[0].note
+    text = planner.render_text(result)
+    assert "| **fails**: " in text and "**1 refused by the API server**" in text
+    sync = site.sync()
+    assert not sync.ok, "the plan said the rollout would fail"
