@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import git
+
 from reconciler import (
     bundle,
     cluster,
@@ -38,6 +40,7 @@ log = logging.getLogger("reconciler")
 
 LIVE, INVENTORY = "cluster", "inventory"
 FAILS = "fails"  # the API server refuses the object's dry run: the rollout would fail
+UNKNOWN = "unknown"  # the API server did not answer (after retries): nothing can be said
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +57,7 @@ class ObjectPlan:
     """What the rollout would do to one object."""
 
     ref: cluster.ObjectRef
-    change: str  # created | configured | unchanged | applied (CRDs, offline) | fails
+    change: str  # created | configured | unchanged | applied (CRDs, offline) | fails | unknown
     wave: int | None  # None for the CRDs of crds/, applied before any wave
     location: bundle.Location
     note: str = ""
@@ -91,7 +94,7 @@ class Plan:
         API server."""
         refused = self.decision is not None and self.decision.verdict is fence.Verdict.REFUSE
         return (not self.errors and self.decision is not None and not refused
-                and not self.count(FAILS))
+                and not self.count(FAILS) and not self.count(UNKNOWN))
 
     def count(self, change: str) -> int:
         return sum(1 for o in self.objects if o.change == change)
@@ -128,9 +131,14 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
                 subject=revision.subject, compared_with=LIVE if target else INVENTORY,
                 accepted=current.accepted)
     log.info("planning %s at %s (%s)", options.site, revision.sha[:12], revision.subject)
+    tree = trees.GitTree(repo.commit(revision.sha))
+    if not tree.is_dir(contract.site_dir(options.site)):
+        sites = sorted({p.parts[1] for p in tree.files(contract.SITES_DIR) if len(p.parts) > 2})
+        raise errors.UsageError(
+            f"no site {options.site!r} in {repo.display_url} at {options.ref} (sites: "
+            f"{', '.join(sites) or 'none'})")
     try:
-        site_bundle = bundle.load(tree=trees.GitTree(repo.commit(revision.sha)),
-                                  site=options.site)
+        site_bundle = bundle.load(tree=tree, site=options.site)
         findings = validate.check_manifests([*site_bundle.crds, *site_bundle.manifests])
         if findings:
             raise errors.ValidationError(f"{len(findings)} invalid manifest(s)",
@@ -161,7 +169,8 @@ def _online(*, target: cluster.Cluster, site_bundle: bundle.Bundle, decision: fe
                                   for m in items]]
     previews = rollout.preview(target=target, site=site, crds=site_bundle.crds,
                                manifests=decision.apply)
-    objects = [ObjectPlan(ref=p.ref, change=p.change.value if p.change else FAILS,
+    objects = [ObjectPlan(ref=p.ref, change=p.change.value if p.change else
+                          UNKNOWN if p.transient else FAILS,
                           wave=p.wave, location=manifest.location, note=p.note or p.error)
                for manifest, p in zip(order, previews, strict=True)]
     keep = {o.ref.inventory_id for o in objects if o.wave is not None}
@@ -232,14 +241,24 @@ def _last_rolled_out(*, repo: source.Source,
     if record is None:
         return None, ""
     try:
-        last = bundle.load(tree=trees.GitTree(repo.commit(record.commit)), site=current.site)
-    except (ValueError, errors.ReconcilerError) as exc:
-        log.debug("cannot read %s: %s", record.commit, exc)
+        commit = repo.commit(record.commit)
+    except (ValueError, git.BadName, git.BadObject):
         return None, (f"the commit the site last rolled out ({record.commit[:12]}) is not in "
                       "this repository; objects it holds are shown as configured")
+    try:
+        last = bundle.load(tree=trees.GitTree(commit), site=current.site)
+    except errors.ReconcilerError as exc:
+        return None, (f"the site's files at the commit it last rolled out "
+                      f"({record.commit[:12]}) cannot be read ({exc}); objects it holds are "
+                      "shown as configured")
+    # Only what that rollout really applied: all of it when it succeeded, else the waves
+    # it finished (a failed or aborted rollout never reached the later ones).
+    done = {w.wave for w in record.waves if w.phase is state.WavePhase.HEALTHY}
+    finished = record.phase is state.Outcome.SUCCEEDED
     scope = _Scope(last)
     return {scope.ref(m).inventory_id: rollout.desired(m, site=current.site)
-            for m in last.manifests if m.intent_id == record.intent_id}, ""
+            for m in last.manifests
+            if m.intent_id == record.intent_id and (finished or m.wave in done)}, ""
 
 
 class _Scope:
@@ -299,8 +318,8 @@ def render_text(plan: Plan) -> str:
     for obj in plan.objects:
         wave = "crds" if obj.wave is None else str(obj.wave)
         change = f"{obj.change} ({obj.note})" if obj.note else obj.change
-        if obj.change == FAILS:
-            change = f"**fails**: {obj.note}"
+        if obj.change in (FAILS, UNKNOWN):
+            change = f"**{obj.change}**: {obj.note}"
         out.append(f"| {wave} | `{obj.ref}` | {_cell(change)} | {_where(obj.location)} |")
     drops = plan.decision.drops
     if drops:
@@ -327,6 +346,8 @@ def _summary(plan: Plan) -> str:
     parts.append(f"{plan.count('unchanged')} unchanged")
     if plan.count(FAILS):
         parts.append(f"**{plan.count(FAILS)} refused by the API server**")
+    if plan.count(UNKNOWN):
+        parts.append(f"**{plan.count(UNKNOWN)} not answered by the API server**")
     if plan.count("applied"):
         parts.append(f"{plan.count('applied')} CRD(s) applied")
     drops = len(plan.decision.drops) if plan.decision else 0
@@ -352,7 +373,7 @@ def render_json(plan: Plan) -> str:
         "commit": plan.commit,
         "ok": plan.ok,
         "comparedWith": plan.compared_with,
-        "accepted": dataclasses.asdict(plan.accepted) if plan.accepted else None,
+        "accepted": state.to_json(plan.accepted) if plan.accepted else None,
         "intent": {"id": intent.id, "sequence": intent.sequence,
                    "description": intent.description} if intent else None,
         "verdict": decision.verdict.value if decision else None,
@@ -369,7 +390,8 @@ def render_json(plan: Plan) -> str:
                    for p in plan.prunes],
         "errors": list(plan.errors),
         "notes": list(plan.notes),
-        "summary": {c: plan.count(c) for c in ("created", "configured", "unchanged", FAILS)},
+        "summary": {c: plan.count(c)
+                    for c in ("created", "configured", "unchanged", "applied", FAILS, UNKNOWN)},
     }, indent=2)
 
 

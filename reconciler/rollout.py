@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -372,6 +373,7 @@ class Preview:
     wave: int | None  # None for the CRDs of crds/, applied before any wave
     note: str = ""
     error: str = ""
+    transient: bool = False  # the error could heal: the server did not answer, not refused
 
 
 def preview(*, target: cluster.Cluster, site: str, crds: Sequence[bundle.Manifest],
@@ -392,6 +394,19 @@ def preview(*, target: cluster.Cluster, site: str, crds: Sequence[bundle.Manifes
                       for v in spec.get("versions") or [] if isinstance(v, Mapping)}
     new_namespaces = {m.name for m in manifests if (m.api_version, m.kind) == ("v1", "Namespace")}
 
+    def dry_run(body: Mapping[str, Any]) -> cluster.Applied:
+        """The dry run, retried on errors that can heal, as a real apply would be."""
+        pause = threading.Event()
+        for delay in RETRY_DELAYS:
+            try:
+                return target.apply(body, dry_run=True)
+            except errors.ClusterError as exc:
+                # A kind or namespace not there yet is answered below, not waited for.
+                if not exc.retryable or isinstance(exc, errors.NotFoundError):
+                    raise
+                pause.wait(delay)
+        return target.apply(body, dry_run=True)
+
     def one(manifest: bundle.Manifest, *, wave: int | None) -> Preview:
         body = desired(manifest, site=site)
         ref = cluster.ObjectRef.of(body)
@@ -400,7 +415,7 @@ def preview(*, target: cluster.Cluster, site: str, crds: Sequence[bundle.Manifes
             current = live.get(ref)
             if current is not None and drift.in_sync(desired=body, live=current):
                 return Preview(ref=ref, change=cluster.Change.UNCHANGED, wave=wave)
-            applied = target.apply(body, dry_run=True)
+            applied = dry_run(body)
         except errors.NotFoundError as exc:
             if (manifest.api_version, manifest.kind) in new_kinds:
                 note = "its CRD is created first"
@@ -410,7 +425,8 @@ def preview(*, target: cluster.Cluster, site: str, crds: Sequence[bundle.Manifes
                 return Preview(ref=ref, change=None, wave=wave, error=str(exc))
             return Preview(ref=ref, change=cluster.Change.CREATED, wave=wave, note=note)
         except errors.ClusterError as exc:
-            return Preview(ref=ref, change=None, wave=wave, error=str(exc))
+            return Preview(ref=ref, change=None, wave=wave, error=str(exc),
+                           transient=exc.retryable and not isinstance(exc, errors.NotFoundError))
         change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
         return Preview(ref=applied.ref, change=change, wave=wave)
 

@@ -43,7 +43,7 @@ class FakeCluster:
               dry_run: bool = False) -> cluster.Applied:
         ref = cluster.ObjectRef.of(obj)
         self.resource(api_version=ref.api_version, kind=ref.kind)
-        self.calls.append(("apply", str(ref)))
+        self.calls.append(("dry-run" if dry_run else "apply", str(ref)))
         if str(ref) in self.fail:
             raise self.fail[str(ref)]
         before = self.objects.get(ref)
