@@ -255,10 +255,15 @@ def _accept(current: state.SiteState, *, intent: bundle.Intent, commit: str) -> 
     """The state with `intent` accepted and the previous intent marked superseded."""
     old = current.accepted
     if old is not None:
-        running = current.rollout is not None and current.rollout.phase in (
-            state.Outcome.PENDING, state.Outcome.PROGRESSING)
+        open_phases = (state.Outcome.PENDING, state.Outcome.PROGRESSING)
+        running = (current.rollout is not None and current.rollout.intent_id == old.id
+                   and current.rollout.phase in open_phases)
+        entry = next((e for e in reversed(current.history)
+                      if e.id == old.id and e.outcome is not state.Outcome.REFUSED), None)
         changes: dict[str, object] = {"superseded_by": intent.id}
-        if running:
+        # Still open: rolling out, or accepted and superseded before its rollout began
+        # (two intents landing in quick succession). Either way it ends here.
+        if running or (entry is not None and entry.outcome in open_phases):
             changes.update(outcome=state.Outcome.ABORTED, finished_at=state.now(),
                            message=f"Aborted (superseded by {intent.id})")
         current = current.update_history(old.id, **changes)

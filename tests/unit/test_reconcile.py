@@ -263,3 +263,27 @@ def test_unknown_site_is_a_clear_error(env: Env, tmp_path: Path):
     result = env.sync()
     assert not result.ok
     assert "edge-nyc-02" in result.message and "edge-sfo-01" in result.message
+
+
+def test_intent_superseded_before_its_rollout_began_ends_aborted(env: Env):
+    """Two intents accepted in quick succession: the one whose rollout never started is
+    recorded Aborted (superseded by the next), not left Pending forever."""
+    assert env.sync().ok
+    box = reconcile.SiteBox(env.store)
+    repo = reconcile.source.Source(url=env.options.url, branch=env.options.branch,
+                                   cache_dir=env.options.cache_dir)
+    for number in (2, 3):
+        gitrepo.restamp(env.remote, site=SITE, new_id=f"intent-{number}", sequence=number)
+        env.remote.commit_and_push(f"Intent {number}")
+        with env.store.lock():
+            planned, failure = reconcile.evaluate(box=box, repo=repo, options=env.options)
+        assert failure is None and planned is not None  # accepted; its rollout never runs
+    entries = {e.id: e for e in env.store.load().history}
+    assert entries["sfo-baseline-1"].outcome is state.Outcome.SUCCEEDED
+    assert entries["intent-2"].outcome is state.Outcome.ABORTED
+    assert entries["intent-2"].superseded_by == "intent-3"
+    assert entries["intent-2"].message == "Aborted (superseded by intent-3)"
+    assert entries["intent-3"].outcome is state.Outcome.PENDING
+    recorded = env.store.load().rollout
+    assert recorded is not None and recorded.intent_id == "sfo-baseline-1"
+    assert recorded.phase is state.Outcome.SUCCEEDED, "another intent's record was rewritten"
