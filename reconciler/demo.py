@@ -1,8 +1,8 @@
 """`reconciler demo`: the whole story on the embedded local cluster, narrated. Called by cli.
 
-It plays both sides: the manager (commits intents to a Git repository made from
-sample-repo/) and the site (the long-running agent, `reconciler run`, in this process,
-woken by pushes through its file watch on the repository's refs).
+It plays both sides: the manager (`intent publish` and `plan` on a Git repository made
+from sample-repo/) and the site (the long-running agent, `reconciler run`, in this
+process, woken by pushes through its file watch on the repository's refs).
 """
 
 from __future__ import annotations
@@ -21,7 +21,17 @@ from typing import TextIO
 
 import git
 
-from reconciler import agent, contract, kube, localcluster, reconcile, report, state
+from reconciler import (
+    agent,
+    contract,
+    kube,
+    localcluster,
+    planner,
+    publish,
+    reconcile,
+    report,
+    state,
+)
 from reconciler.localcluster import controllers
 
 SITE = "edge-sfo-01"
@@ -127,9 +137,13 @@ def run(*, workdir: Path | None = None, ready_delay: float = 1.0, verbose: bool 
 
                     say.step(f"The manager lands {SLOW}: upgrade the workload cluster (slow) "
                              "and the UPF")
-                    say.say(f"...{CM_FILE} comes from a stale pull request and still carries "
-                            "sfo-baseline-1: it is dropped, and its object held")
-                    _publish(manager, new_id=SLOW, sequence=2, keep_old=(CM_FILE,),
+                    say.say(f"reconciler intent publish --site {SITE} --id {SLOW} "
+                            f"--sequence 2 -m '...'")
+                    say.say(f"...then a stale pull request merges and puts back {CM_FILE} "
+                            "still carrying sfo-baseline-1: it is dropped, and its object held")
+                    _publish(manager, new_id=SLOW, sequence=2, stale=(CM_FILE,),
+                             message="Upgrade the workload cluster to v1.31.0 and the UPF "
+                                     "to 2.4.0",
                              edits={WC_FILE: [("kubernetesVersion: v1.30.2",
                                                "kubernetesVersion: v1.31.0"),
                                               ('reconciler.dev/wave: "10"',
@@ -141,12 +155,21 @@ def run(*, workdir: Path | None = None, ready_delay: float = 1.0, verbose: bool 
 
                     say.step(f"The operator changes course: {FINAL} supersedes {SLOW}")
                     say.say(f"(a different cluster version, UPF 2.5.0, and {CM_FILE} removed)")
-                    _publish(manager, new_id=FINAL, sequence=3, keep_old=(), remove=(CM_FILE,),
+                    _publish(manager, new_id=FINAL, sequence=3, remove=(CM_FILE,), push=False,
+                             message="Cluster v1.31.1 and UPF 2.5.0 instead of 2.4",
                              edits={WC_FILE: [("kubernetesVersion: v1.31.0",
                                                "kubernetesVersion: v1.31.1"),
                                               (f'\n    {controllers.DELAY_ANNOTATION}: "60"',
                                                "")],
                                     NF_FILE: [('version: "2.4.0"', 'version: "2.5.0"')]})
+                    say.say(f"reconciler plan --site {SITE} --ref HEAD (offline, against "
+                            "the site's state), before the push:")
+                    review = planner.make(options=planner.Options(
+                        url=str(manager.working_tree_dir), site=SITE, ref="HEAD",
+                        state_dir=root / "state", cache_dir=root / "plan-cache"), target=None)
+                    for line in _plan_view(review):
+                        say.say("  " + line)
+                    manager.remote("origin").push(f"HEAD:refs/heads/{contract.DEFAULT_BRANCH}")
                     _wait(f"{FINAL} to succeed",
                           lambda: outcome(FINAL) is state.Outcome.SUCCEEDED)
                     slow = [h for h in current().history if h.id == SLOW][-1]
@@ -158,8 +181,7 @@ def run(*, workdir: Path | None = None, ready_delay: float = 1.0, verbose: bool 
                             "(no manifest asks for it any more)")
 
                     say.step("A replayed old intent (sequence 1) arrives late: the fence holds")
-                    _publish(manager, new_id="sfo-baseline-1", sequence=1, keep_old=(),
-                             edits={}, message="Replay of an old intent")
+                    _replay(manager, old_id="sfo-baseline-1", sequence=1)
                     _wait("the refusal", lambda: outcome("sfo-baseline-1")
                           is state.Outcome.REFUSED)
                     say.say(f"refused: {current().history[-1].message}")
@@ -197,6 +219,10 @@ def _make_repository(root: Path) -> tuple[Path, git.Repo]:
     work = root / "manager"
     shutil.copytree(contract.sample_repo_dir(), work)
     manager = git.Repo.init(work, initial_branch=contract.DEFAULT_BRANCH)
+    with manager.config_writer() as config:  # `intent publish` commits as the manager
+        config.set_value("user", "name", _MANAGER.name)
+        config.set_value("user", "email", _MANAGER.email)
+        config.set_value("commit", "gpgsign", "false")
     manager.create_remote("origin", str(bare))
     manager.git.add(A=True)
     manager.index.commit("Baseline intents for edge-sfo-01 and edge-nyc-02",
@@ -205,35 +231,65 @@ def _make_repository(root: Path) -> tuple[Path, git.Repo]:
     return bare, manager
 
 
-def _publish(manager: git.Repo, *, new_id: str, sequence: int, keep_old: tuple[str, ...],
+def _publish(manager: git.Repo, *, new_id: str, sequence: int,
              edits: dict[str, list[tuple[str, str]]], remove: tuple[str, ...] = (),
-             message: str | None = None) -> None:
-    """A stand-in for `reconciler intent publish` (issue #5): restamp, edit, commit, push."""
+             stale: tuple[str, ...] = (), message: str, push: bool = True) -> str:
+    """The manager's change: edit the manifests, then `reconciler intent publish` them
+    (stamp every manifest, write intent.yaml, commit with trailers). `stale` files are then
+    put back as they were, as a stale pull request merged after the publish would. Returns
+    the commit; pushes unless told not to."""
     work = Path(str(manager.working_tree_dir))
-    site_dir = work / contract.site_dir(SITE)
-    intent_file = site_dir / contract.INTENT_FILE
+    manifests = work / contract.manifests_dir(SITE)
+    before = {name: (manifests / name).read_bytes() for name in stale}
+    for name in remove:
+        manager.index.remove([str(manifests / name)], working_tree=True)
+    for name, changes in edits.items():
+        body = (manifests / name).read_text(encoding="utf-8")
+        for old, new in changes:
+            body = body.replace(old, new, 1)
+        (manifests / name).write_text(body, encoding="utf-8")
+    published = publish.publish(options=publish.Options(
+        repo=work, site=SITE, message=message, intent_id=new_id, sequence=sequence,
+        allow_dirty=True))
+    if stale:
+        for name, data in before.items():
+            (manifests / name).write_bytes(data)
+        manager.git.add(*[str(manifests / name) for name in stale])
+        manager.index.commit(f"Merge a stale pull request ({', '.join(stale)})",
+                             author=_MANAGER, committer=_MANAGER)
+    if push:
+        manager.remote("origin").push(f"HEAD:refs/heads/{contract.DEFAULT_BRANCH}")
+    return published.commit or ""
+
+
+def _replay(manager: git.Repo, *, old_id: str, sequence: int) -> None:
+    """A late push of an old intent (a stale branch): made by hand, since `intent publish`
+    refuses an id published before."""
+    work = Path(str(manager.working_tree_dir))
+    intent_file = work / contract.intent_path(SITE)
     text = intent_file.read_text(encoding="utf-8")
-    old_id = re.search(r"^\s+id:\s*(\S+)", text, re.MULTILINE)
-    assert old_id is not None
-    text = re.sub(r"^(\s+id:\s*)\S+", rf"\g<1>{new_id}", text, count=1, flags=re.MULTILINE)
+    text = re.sub(r"^(\s+id:\s*)\S+", rf"\g<1>{old_id}", text, count=1, flags=re.MULTILINE)
     text = re.sub(r"^(\s+sequence:\s*)\d+", rf"\g<1>{sequence}", text, count=1,
                   flags=re.MULTILINE)
     intent_file.write_text(text, encoding="utf-8")
-    for name in remove:
-        manager.index.remove([str(site_dir / contract.MANIFESTS_DIR / name)], working_tree=True)
-    for path in sorted((site_dir / contract.MANIFESTS_DIR).glob("*.yaml")):
-        if path.name in keep_old:
-            continue
-        body = path.read_text(encoding="utf-8").replace(
-            f"{contract.ANNOTATION_INTENT_ID}: {old_id.group(1)}",
-            f"{contract.ANNOTATION_INTENT_ID}: {new_id}")
-        for old, new in edits.get(path.name, []):
-            body = body.replace(old, new, 1)
-        path.write_text(body, encoding="utf-8")
     manager.git.add(A=True)
-    manager.index.commit(message or f"Intent {new_id}\n\nIntent-Id: {new_id}\nSite: {SITE}",
+    manager.index.commit(f"Replay of an old intent\n\nIntent-Id: {old_id}\nSite: {SITE}",
                          author=_MANAGER, committer=_MANAGER)
     manager.remote("origin").push(f"HEAD:refs/heads/{contract.DEFAULT_BRANCH}")
+
+
+def _plan_view(review: planner.Plan) -> list[str]:
+    """The plan's verdict, objects, drops and prunes, in a few lines."""
+    decision = review.decision
+    if decision is None:
+        return [f"invalid: {'; '.join(review.errors)}"]
+    lines = [f"{decision.verdict.value}: {decision.reason}"]
+    lines += [f"wave {'crds' if o.wave is None else o.wave:<4} {o.change:<10} {o.ref}"
+              for o in review.objects if o.wave is not None]
+    lines += [f"drop       {d.object} (carries {d.carried})" for d in decision.drops]
+    lines += [f"prune      {p.entry.kind}/{p.entry.namespace}/{p.entry.name}"
+              for p in review.prunes]
+    return lines
 
 
 def _cluster_view(target: kube.KubeCluster) -> list[str]:

@@ -25,6 +25,16 @@ def test_demo_runs_the_story(tmp_path: Path):
     assert "pruned after success: ConfigMap/sfo-ran/sfo-site-config" in out
     assert "not higher than 3 of the accepted intent 'sfo-upf-2-5'" in out
     assert "Step 9: Done\n" in out
+    # The manager's side is the real thing: `intent publish` commits, `plan` reviews.
+    assert "      accept: new intent 'sfo-upf-2-5' supersedes 'sfo-upf-2-4'\n" in out
+    assert "      wave 20   configured NetworkFunction/sfo-ran/sfo-upf\n" in out
+    assert "      prune      ConfigMap/sfo-ran/sfo-site-config\n" in out
+    trailers = subprocess.run(
+        ["git", "-C", str(tmp_path / "manager"), "log", "--format=%(trailers:key=Intent-Id,"
+         "valueonly)%(trailers:key=Site,valueonly)"], capture_output=True, text=True,
+        check=True).stdout.split()
+    assert trailers == ["sfo-baseline-1", "edge-sfo-01", "sfo-upf-2-5", "edge-sfo-01",
+                        "sfo-upf-2-4", "edge-sfo-01"]
     log = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
     assert {"time", "verb", "path", "intentId", "dryRun", "status"} <= set(log[0])
     assert not [e for e in log if e["intentId"] == "sfo-upf-2-4" and e["kind"] == "NetworkFunction"]
