@@ -42,12 +42,23 @@ class GitTree:
         self._tree = commit.tree
 
     def _lookup(self, path: PurePosixPath) -> git.objects.base.IndexObject | None:
-        if str(path) in ("", "."):
-            return self._tree
-        try:
-            return self._tree / str(path)
-        except KeyError:
-            return None
+        """The object at `path`; a symlink anywhere on the way is refused, not skipped (a
+        symlinked folder read as missing would look like a site with nothing desired)."""
+        node: git.objects.base.IndexObject = self._tree
+        for index, part in enumerate(path.parts):
+            if part in ("", "."):
+                continue
+            if not isinstance(node, git.Tree):
+                return None
+            try:
+                node = node / part
+            except KeyError:
+                return None
+            if isinstance(node, git.Blob) and node.mode == _SYMLINK_MODE:
+                where = "/".join(path.parts[:index + 1])
+                raise errors.BundleError(
+                    f"{where}: symbolic links are not allowed in a site's files")
+        return node
 
     def exists(self, path: PurePosixPath) -> bool:
         return self._lookup(path) is not None

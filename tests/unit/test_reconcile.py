@@ -287,3 +287,20 @@ def test_intent_superseded_before_its_rollout_began_ends_aborted(env: Env):
     recorded = env.store.load().rollout
     assert recorded is not None and recorded.intent_id == "sfo-baseline-1"
     assert recorded.phase is state.Outcome.SUCCEEDED, "another intent's record was rewritten"
+
+
+def test_symlinked_manifests_folder_is_refused_and_nothing_pruned(env: Env):
+    """A commit that turns a site's manifests folder into a symlink is refused: read as an
+    empty site, it would have pruned everything."""
+    assert env.sync().ok
+    manifests = env.remote.work / "sites" / SITE / "manifests"
+    manifests.rename(manifests.with_name("elsewhere"))
+    manifests.symlink_to("elsewhere")
+    env.remote.commit_and_push("manifests moved behind a symlink")
+    before = list(env.cluster.objects)
+    result = env.sync()
+    assert not result.ok
+    assert f"sites/{SITE}/manifests: symbolic links are not allowed" in result.message
+    assert not [call for call in env.cluster.calls if call[0] == "delete"]
+    assert list(env.cluster.objects) == before
+    assert len(env.store.load().inventory) == 5

@@ -131,7 +131,13 @@ def test_git_tree_refuses_a_committed_symlinked_folder(git_tree: MakeGitTree) ->
     view = git_tree(FILES, symlinks={"sites/t": "s"})
     with pytest.raises(errors.BundleError, match=r"^sites/t: symbolic links are not allowed"):
         list(view.files(P("sites")))
-    assert not view.is_dir(P("sites/t"))
+    # Looked up directly, as bundle does for a site's manifests folder, it is refused too:
+    # read as missing, it would make a site with nothing desired, and prune everything.
+    for look in (view.is_dir, view.exists, lambda p: list(view.files(p))):
+        with pytest.raises(errors.BundleError, match=r"^sites/t: symbolic links"):
+            look(P("sites/t"))
+        with pytest.raises(errors.BundleError, match=r"^sites/t: symbolic links"):
+            look(P("sites/t/a.yaml"))
 
 
 # --- DirTree ----------------------------------------------------------------------------
