@@ -10,10 +10,12 @@ are declared), with OpenAPI's `nullable` and `x-kubernetes-int-or-string` spelle
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
+import referencing.exceptions
 
 from reconciler import bundle, validate
 
@@ -51,7 +53,8 @@ class Catalog:
 
     def __init__(self) -> None:
         self._served: dict[tuple[str, str], dict[str, Served]] = {}
-        self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator] = {}
+        self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator | None] = {}
+        self._broken: dict[tuple[str, str, str], str] = {}
 
     def add(self, manifest: bundle.Manifest) -> None:
         """Record the kind a CRD manifest defines; a malformed CRD is skipped (the CRD's own
@@ -102,19 +105,59 @@ class Catalog:
         if served.schema is None:
             return []
         key = (group, version, manifest.kind)
-        validator = self._validators.get(key)
+        if key not in self._validators:
+            try:
+                self._validators[key] = _validator(served.schema)
+            except jsonschema.SchemaError as exc:
+                self._validators[key] = None
+                self._broken[key] = f"{exc.message} at {validate.json_path(exc.absolute_path)}"
+        validator = self._validators[key]
+        prefix = f"(CRD {served.crd}, {version}) "
         if validator is None:
-            validator = self._validators[key] = _validator(served.schema)
-        if validator.is_valid(manifest.body):
-            return []
-        return validate.findings_of(validator, manifest.body, location=manifest.location,
-                                    rule=RULE, obj=obj,
-                                    prefix=f"(CRD {served.crd}, {version}) ")
+            return [validate.Finding(
+                location=manifest.location, path="$", rule=RULE, object=obj,
+                severity=validate.Severity.WARNING,
+                message=f"{prefix}not checked: the CRD's openAPIV3Schema is not a schema "
+                        f"this tool can use ({self._broken[key]})")]
+        try:
+            if validator.is_valid(manifest.body):
+                return []
+            return validate.findings_of(validator, manifest.body, location=manifest.location,
+                                        rule=RULE, obj=obj, prefix=prefix)
+        except (referencing.exceptions.Unresolvable,
+                re.error, RecursionError) as exc:
+            return [validate.Finding(
+                location=manifest.location, path="$", rule=RULE, object=obj,
+                severity=validate.Severity.WARNING,
+                message=f"{prefix}not checked: its schema cannot be applied here "
+                        f"({type(exc).__name__}: {exc})")]
 
 
 def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    """A validator for the structural schema; SchemaError when it is not a valid schema."""
     structural = to_json_schema(schema, root=True)
+    jsonschema.Draft4Validator.check_schema(structural)
+    for pattern in _patterns(structural):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise jsonschema.SchemaError(f"pattern {pattern!r} is not a regular expression "
+                                         f"({exc})") from None
     return jsonschema.Draft4Validator(structural)
+
+
+def _patterns(schema: Any) -> list[str]:
+    found: list[str] = []
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            if isinstance(node.get("pattern"), str):
+                found.append(node["pattern"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 def to_json_schema(schema: Mapping[str, Any], *, root: bool = False) -> dict[str, Any]:
@@ -141,13 +184,15 @@ def to_json_schema(schema: Mapping[str, Any], *, root: bool = False) -> dict[str
             out["type"] = [out["type"], "null"]
         elif isinstance(out.get("anyOf"), list):
             out["anyOf"] = [*out["anyOf"], {"type": "null"}]
-    if root:
-        # apiVersion, kind and metadata belong to every object; the server checks metadata.
+    if root or schema.get("x-kubernetes-embedded-resource") is True:
+        # apiVersion, kind and metadata belong to every object (and to an embedded one);
+        # the server checks metadata itself.
         properties = out.setdefault("properties", {})
         for name in ("apiVersion", "kind"):
             properties.setdefault(name, {"type": "string"})
         properties["metadata"] = {"type": "object"}
-        properties.setdefault("status", {})
+        if root:
+            properties.setdefault("status", {})
     preserve = schema.get("x-kubernetes-preserve-unknown-fields") is True
     if "properties" in out and "additionalProperties" not in out and not preserve:
         out["additionalProperties"] = False

@@ -39,7 +39,8 @@ CLUSTER_SCOPED = frozenset({
     ("storage.k8s.io", "VolumeAttributesClass"),
     ("scheduling.k8s.io", "PriorityClass"), ("node.k8s.io", "RuntimeClass"),
     ("networking.k8s.io", "IngressClass"), ("networking.k8s.io", "IPAddress"),
-    ("networking.k8s.io", "ServiceCIDR"),
+    ("networking.k8s.io", "ServiceCIDR"), ("networking.k8s.io", "ClusterCIDR"),
+    ("resource.k8s.io", "ResourceClass"),
     ("certificates.k8s.io", "CertificateSigningRequest"),
     ("certificates.k8s.io", "ClusterTrustBundle"),
     ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
@@ -93,11 +94,18 @@ def check(manifest: bundle.Manifest, *, version: str) -> list[validate.Finding] 
     validator = _validator(version, manifest.kind, group, api)
     if validator is None:
         return None
-    if validator.is_valid(dict(manifest.body)):
-        return []
-    return validate.findings_of(validator, dict(manifest.body), location=manifest.location,
-                                rule=RULE, obj=manifest.describe(),
-                                prefix=f"(Kubernetes {version}) ")
+    try:
+        if validator.is_valid(dict(manifest.body)):
+            return []
+        return validate.findings_of(validator, dict(manifest.body),
+                                    location=manifest.location, rule=RULE,
+                                    obj=manifest.describe(), prefix=f"(Kubernetes {version}) ",
+                                    redact=validate.is_secret(manifest.body))
+    except RecursionError:
+        return [validate.Finding(
+            location=manifest.location, path="$", rule=RULE, object=manifest.describe(),
+            severity=validate.Severity.WARNING,
+            message=f"(Kubernetes {version}) not checked: nested too deeply to check")]
 
 
 @functools.cache
@@ -106,9 +114,11 @@ def _validator(version: str, kind: str, group: str,
     folder = f"kubernetes-json-schema/v{version}.0-local-strict"
     prefix = group.split(".")[0]
     name = f"{kind.lower()}-{prefix}-{api}.json" if group else f"{kind.lower()}-{api}.json"
+    if not re.fullmatch(r"[A-Za-z0-9]{1,100}", kind) or not re.fullmatch(r"[a-z0-9]+", api):
+        return None  # no such file: Kubernetes kinds and versions are short alphanumerics
     try:
         schema = kv.schema_contents(f"{folder}/{name}", version)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     declared = schema.get("x-kubernetes-group-version-kind") or []
     if not any(d.get("group") == group and d.get("kind") == kind and d.get("version") == api

@@ -335,12 +335,16 @@ def _check_manifest(
     group, _ = crdschema.split_api_version(manifest.api_version)
     kind = manifest.kind
     by_crd = catalog.defines(group=group, kind=kind)
-    findings = validate.check_manifest(manifest, shipped_schema=not by_crd)
-    if findings:
+    # Exactly what sync checks (object rules, and schemas/ for the kinds it has one for)...
+    findings = validate.check_manifest(manifest)
+    if any(f.rule != "schema" for f in findings):
         return findings, None  # the object's own fields are broken; nothing more to say
+    # ...then what the API server will check.
     namespaced: bool | None = None
     if by_crd:
-        findings.extend(catalog.check(manifest))
+        shipped = {(f.path, f.message) for f in findings}
+        findings.extend(f for f in catalog.check(manifest)
+                        if (f.path, f.message.split(") ", 1)[-1]) not in shipped)
         namespaced = catalog.namespaced(group=group, kind=kind)
     elif kubeschema.is_builtin_group(group):
         found = kubeschema.check(manifest, version=_context.kube_version)
@@ -388,9 +392,11 @@ def _cross_file(results: Sequence[_FileResult], *, strict: bool) -> list[validat
     for result in results:
         by_site[result.site].extend(result.objects)
     for site, objects in by_site.items():
-        first: dict[tuple[str, str, str, str], _Object] = {}
+        # Twice with the same intent id: both would be applied. With different ids one is
+        # stale, which intent-mismatch reports (the staged "manifests first" workflow).
+        first: dict[tuple[tuple[str, str, str, str], str | None], _Object] = {}
         for obj in objects:
-            earlier = first.setdefault(obj.identity, obj)
+            earlier = first.setdefault((obj.identity, obj.intent_id), obj)
             if earlier is not obj:
                 scope = f"site {site}" if site else contract.CRDS_DIR.as_posix() + "/"
                 found.append(validate.Finding(

@@ -129,11 +129,12 @@ def schema_errors(
 
 def findings_of(validator: jsonschema.protocols.Validator, document: Any, *,
                 location: bundle.Location, rule: str, obj: str = "",
-                prefix: str = "") -> list[Finding]:
+                prefix: str = "", redact: bool = False) -> list[Finding]:
     """Every error `validator` finds in `document`, as findings sorted by JSON path.
 
     An object with fields its schema does not allow gets one finding per such field, at
-    that field, so the reported line is the line to fix.
+    that field, so the reported line is the line to fix. With `redact` (a Secret), no
+    message quotes a value: findings end up in CI logs and pull-request annotations.
     """
     found: list[Finding] = []
     for error in validator.iter_errors(document):
@@ -144,9 +145,23 @@ def findings_of(validator: jsonschema.protocols.Validator, document: Any, *,
                                  message=f"{prefix}field {name!r} is not declared in the schema",
                                  object=obj, keys=(*keys, name)) for name in extra)
             continue
+        message = error.message
+        if redact:
+            message = (f"breaks the schema's {error.validator!r} rule "
+                       f"({_short(error.validator_value)}); the value is not shown")
         found.append(Finding(location=location, path=json_path(keys), rule=rule, object=obj,
-                             message=prefix + error.message, keys=keys))
+                             message=prefix + message, keys=keys))
     return sorted(found, key=lambda f: f.path)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def is_secret(body: Mapping[str, Any]) -> bool:
+    """A core Secret: its values are never quoted in a message."""
+    return body.get("apiVersion") == "v1" and body.get("kind") == "Secret"
 
 
 def _undeclared(error: jsonschema.ValidationError) -> list[str]:

@@ -928,6 +928,101 @@ def test_parallel_check_gives_the_same_findings_as_serial(
     serial = lint.run(options=lint.Options(root=root, jobs=1))
     parallel = lint.run(options=lint.Options(root=root, jobs=2))
     assert pools == [2]  # only the jobs=2 run used worker processes
-    assert len(serial.findings) == 12
+    assert len(serial.findings) == 10  # c.yaml, on another id, is no duplicate of a.yaml
     assert parallel.findings == serial.findings
     assert (parallel.files, parallel.documents) == (serial.files, serial.documents) == (11, 9)
+
+
+# --- agreement with sync, and odd input (found in review) ----------------------------------
+
+
+def test_shipped_schema_applies_even_where_a_crd_defines_the_kind(tmp_path: Path) -> None:
+    """schemas/ is checked as sync checks it, also for a kind a CRD in the repository
+    defines: a name the shipped schema refuses is an error, not a silent pass."""
+    root = make_repo(tmp_path)
+    text = (contract.sample_repo_dir() / "sites/edge-sfo-01/manifests/20-networkfunctions.yaml"
+            ).read_text().split("---")[0].replace("sfo-baseline-1", INTENT_ID)
+    rel = manifest(root, "nf.yaml", text.replace("name: sfo-upf\n", "name: sfo_upf\n"))
+    finding = only(check(root))
+    assert where(finding) == (rel, 6, 3, "NetworkFunction/sfo-ran/sfo_upf", "$.metadata.name",
+                              "schema", "error")
+
+
+def test_same_object_on_two_intent_ids_is_no_duplicate(tmp_path: Path) -> None:
+    """The next intent's copy of an object, staged beside the current one, is not a
+    duplicate (sync applies one and holds the other): only the stale id is reported."""
+    root = make_repo(tmp_path)
+    manifest(root, "cm.yaml", CONFIGMAP.format(name="cm", namespace="ran"))
+    rel = manifest(root, "cm-next.yaml", CONFIGMAP.format(name="cm", namespace="ran")
+                   .replace("i-1", "i-2"))
+    finding = only(check(root))
+    assert where(finding)[:1] + where(finding)[5:] == (rel, "intent-mismatch", "warning")
+
+
+def test_embedded_resource_may_carry_its_own_object_fields(tmp_path: Path) -> None:
+    """A field marked x-kubernetes-embedded-resource holds an object: its apiVersion, kind
+    and metadata are allowed though the schema does not list them."""
+    root = make_repo(tmp_path)
+    crd = GADGET_CRD.replace("                size: {type: integer}\n", (
+        "                size: {type: integer}\n"
+        "                template:\n"
+        "                  type: object\n"
+        "                  x-kubernetes-embedded-resource: true\n"
+        "                  properties:\n"
+        "                    spec: {type: object}\n"))
+    write(root, "crds/gadgets.yaml", crd)
+    manifest(root, "g.yaml", gadget("  template:\n    apiVersion: v1\n    kind: Pod\n"
+                                    "    metadata: {name: p}\n    spec: {}\n"))
+    assert check(root).findings == ()
+    manifest(root, "g.yaml", gadget("  template:\n    colour: red\n"))
+    finding = only(check(root))
+    assert where(finding)[4:] == ("$.spec.template.colour", "crd-schema", "error")
+
+
+@pytest.mark.parametrize("broken", [
+    "                size: {$ref: '#/definitions/size'}\n",
+    "                size: {type: 5}\n",
+    "                size: {type: whole}\n",
+    "                size: {type: string, pattern: '['}\n",
+])
+def test_crd_schema_this_tool_cannot_use_is_a_warning_not_a_crash(
+        tmp_path: Path, broken: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CRD schema jsonschema cannot apply leaves its objects unchecked, with a warning
+    at each object; nothing escapes as a traceback."""
+    root = make_repo(tmp_path)
+    write(root, "crds/gadgets.yaml",
+          GADGET_CRD.replace("                size: {type: integer}\n", broken))
+    rel = manifest(root, "g.yaml", gadget("  size: 3\n"))
+    _, out, err = validate_cli(capsys, str(root))
+    assert "Traceback" not in out + err
+    gadget_findings = [f for f in check(root).findings if f.location.file == rel]
+    assert [where(f)[4:] for f in gadget_findings] == [("$", "crd-schema", "warning")]
+    assert "not checked" in gadget_findings[0].message
+
+
+@pytest.mark.parametrize("kind", ["Pod\u0000", "A" * 300, "../configmap"])
+def test_odd_kind_is_an_unknown_kind_not_a_crash(tmp_path: Path, kind: str) -> None:
+    """A kind no schema file can be named after is an unknown built-in kind."""
+    root = make_repo(tmp_path)
+    text = CONFIGMAP.format(name="cm", namespace="ran").replace(
+        "kind: ConfigMap", f"kind: {json.dumps(kind)}")
+    manifest(root, "odd.yaml", text)
+    finding = only(check(root))
+    assert where(finding)[4:] == ("$.kind", "unknown-kind", "error")
+
+
+def test_secret_values_never_appear_in_findings(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A Secret breaking its schema is reported at the field without its value, in every
+    output format."""
+    root = make_repo(tmp_path)
+    rel = manifest(root, "s.yaml", CONFIGMAP.format(name="s", namespace="ran").replace(
+        "kind: ConfigMap", "kind: Secret").replace("data:\n  key: value\n",
+                                                    "stringData:\n  pin: 987654\n"))
+    finding = only(check(root))
+    assert where(finding) == (rel, 9, 3, "Secret/ran/s", "$.stringData.pin", "kube-schema",
+                              "error")
+    for output in ("text", "json", "github"):
+        _, out, err = validate_cli(capsys, str(root), "-o", output)
+        assert "stringData.pin" in out
+        assert "987654" not in out + err
