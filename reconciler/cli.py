@@ -225,7 +225,9 @@ def _add_manager_commands(commands: Any) -> None:
                       help="the site's recorded state: accepted intent and inventory "
                            "(default: %(default)s; a site without state plans as a first sync)")
     plan.add_argument("--cache-dir", type=Path, default=None,
-                      help="Git cache (default: <state-dir>/.git-cache)")
+                      help="Git cache (default: $XDG_CACHE_HOME/intent-reconciler/plan or "
+                           "~/.cache/intent-reconciler/plan: nothing is written to the "
+                           "checkout)")
     plan.add_argument("--kubeconfig", type=Path, default=None,
                       help="compare against this live cluster with a server-side apply dry run")
     plan.add_argument("--context", default=None, help="kubeconfig context to use")

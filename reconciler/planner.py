@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -118,13 +119,20 @@ def command(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def default_cache_dir() -> Path:
+    """Plan's Git cache: the user's cache folder, so planning in a checkout leaves no files
+    in it (`$XDG_CACHE_HOME/intent-reconciler/plan`, else ~/.cache/...)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "intent-reconciler" / "plan"
+
+
 def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
     """The plan for `options.site` at `options.ref`; `target` None plans offline."""
     if not contract.SITE_NAME_PATTERN.match(options.site):
         raise errors.UsageError(f"invalid site name {options.site!r}")
     store = state.FileStateStore(state_dir=options.state_dir, site=options.site)
     current = store.load()  # read only: no lock, the file is replaced atomically
-    cache_dir = options.cache_dir or options.state_dir / contract.CACHE_DIR_NAME
+    cache_dir = options.cache_dir or default_cache_dir()
     repo = source.Source(url=options.url, branch=options.ref, cache_dir=cache_dir)
     revision = repo.fetch_ref(options.ref)
     base = Plan(site=options.site, ref=options.ref, commit=revision.sha,
@@ -195,7 +203,7 @@ def _offline(*, repo: source.Source, site_bundle: bundle.Bundle, decision: fence
     inventory = {entry.id: entry for entry in current.inventory}
     before, note = _last_rolled_out(repo=repo, current=current)
     notes = [note] if note else []
-    scope = _Scope(site_bundle)
+    scope = _Scope(site_bundle, current.inventory)
     objects = []
     for crd in site_bundle.crds:
         objects.append(ObjectPlan(ref=scope.ref(crd), change="applied", wave=None,
@@ -255,7 +263,7 @@ def _last_rolled_out(*, repo: source.Source,
     # it finished (a failed or aborted rollout never reached the later ones).
     done = {w.wave for w in record.waves if w.phase is state.WavePhase.HEALTHY}
     finished = record.phase is state.Outcome.SUCCEEDED
-    scope = _Scope(last)
+    scope = _Scope(last, current.inventory)
     return {scope.ref(m).inventory_id: rollout.desired(m, site=current.site)
             for m in last.manifests
             if m.intent_id == record.intent_id and (finished or m.wave in done)}, ""
@@ -265,11 +273,14 @@ class _Scope:
     """Which kinds are namespaced, without a cluster: Kubernetes' own list for built-in
     kinds, the repository's CRDs for the rest (as `validate` decides)."""
 
-    def __init__(self, site_bundle: bundle.Bundle) -> None:
+    def __init__(self, site_bundle: bundle.Bundle,
+                 inventory: tuple[state.InventoryEntry, ...] = ()) -> None:
         self._catalog = crdschema.Catalog()
         for manifest in [*site_bundle.crds, *site_bundle.manifests]:
             if crdschema.is_crd(manifest):
                 self._catalog.add(manifest)
+        self._recorded = {(cluster.ObjectRef(e.api_version, e.kind, None, e.name).group,
+                           e.kind, e.name): e.namespace for e in inventory}
 
     def ref(self, manifest: bundle.Manifest) -> cluster.ObjectRef:
         ref = cluster.ObjectRef.of(manifest.body)
@@ -277,8 +288,13 @@ class _Scope:
             return ref
         group = ref.group
         namespaced = self._catalog.namespaced(group=group, kind=ref.kind)
-        if namespaced is None:
+        if namespaced is None and kubeschema.is_builtin_group(group):
             namespaced = kubeschema.namespaced(group=group, kind=ref.kind)
+        if namespaced is None:
+            # A custom kind whose CRD is installed some other way: where the site applied
+            # it before tells its scope; a new one is shown as written.
+            return dataclasses.replace(
+                ref, namespace=self._recorded.get((group, ref.kind, ref.name)))
         return dataclasses.replace(ref, namespace="default") if namespaced else ref
 
 

@@ -386,12 +386,16 @@ def preview(*, target: cluster.Cluster, site: str, crds: Sequence[bundle.Manifes
     new, so `created`, with a note saying why.
     """
     live = dict(_list_live(target=target, manifests=[*crds, *manifests], site=site))
-    new_kinds: set[tuple[str, str]] = set()
-    for crd in crds:
-        spec = crd.body.get("spec") or {}
-        kind = str((spec.get("names") or {}).get("kind"))
-        new_kinds |= {(f"{spec.get('group')}/{v.get('name')}", kind)
-                      for v in spec.get("versions") or [] if isinstance(v, Mapping)}
+    new_kinds: set[tuple[str, str]] = set()  # served once this rollout's CRDs are applied
+    for crd in [*crds, *manifests]:
+        if (crd.api_version, crd.kind) != CRD_KIND:
+            continue
+        spec = crd.body.get("spec")
+        names = spec.get("names") if isinstance(spec, Mapping) else None
+        versions = spec.get("versions") if isinstance(spec, Mapping) else None
+        if isinstance(names, Mapping) and isinstance(versions, list):
+            new_kinds |= {(f"{spec.get('group')}/{v.get('name')}", str(names.get("kind")))
+                          for v in versions if isinstance(v, Mapping)}
     new_namespaces = {m.name for m in manifests if (m.api_version, m.kind) == ("v1", "Namespace")}
 
     def dry_run(body: Mapping[str, Any]) -> cluster.Applied:

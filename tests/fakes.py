@@ -63,6 +63,11 @@ class FakeCluster:
                          "observedGeneration": generation}]}
             if not dry_run:
                 self.objects[ref] = desired
+            if ref.kind == "CustomResourceDefinition":
+                # Served at once, as a real server does within moments.
+                desired["status"] = {"conditions": [
+                    {"type": "NamesAccepted", "status": "True"},
+                    {"type": "Established", "status": "True"}]}
             if ref.kind == "CustomResourceDefinition" and not dry_run:
                 spec = desired["spec"]
                 for version in spec["versions"]:

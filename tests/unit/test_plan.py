@@ -637,3 +637,97 @@ def test_kubeconfig_plans_against_the_live_cluster(env: Env, monkeypatch: pytest
         CONFIG_MAP: "configured"}
     assert env.cluster.applies and all(dry_run for _, dry_run in env.cluster.applies)
     assert env.cluster.objects[ref]["data"]["dnn"] == "edited-by-hand"
+
+
+# --- found in review -------------------------------------------------------------------------
+
+POLICY_CRD = """\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: clusterpolicies.example.org
+spec:
+  group: example.org
+  scope: {scope}
+  names: {{kind: {kind}, listKind: {kind}List, plural: {plural}, singular: {singular}}}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
+"""
+POLICY = """\
+apiVersion: example.org/v1
+kind: ClusterPolicy
+metadata:
+  name: p1
+  annotations:
+    reconciler.dev/intent-id: sfo-baseline-1
+    reconciler.dev/wave: "{wave}"
+spec:
+  level: strict
+"""
+
+
+def policy_crd(*, wave: int | None = None) -> str:
+    text = POLICY_CRD.format(scope="Cluster", kind="ClusterPolicy", plural="clusterpolicies",
+                             singular="clusterpolicy")
+    if wave is None:
+        return text
+    return text.replace("  name: clusterpolicies.example.org\n", (
+        "  name: clusterpolicies.example.org\n  annotations:\n"
+        "    reconciler.dev/intent-id: sfo-baseline-1\n"
+        f"    reconciler.dev/wave: \"{wave}\"\n"))
+
+
+def test_online_plan_of_a_kind_whose_crd_an_earlier_wave_creates(env: Env):
+    """A CRD among the site's manifests (wave 0) serves a kind of wave 10: the plan says
+    its object is created, as the rollout will, not that it fails."""
+    env.remote.write(f"{MANIFESTS}/05-policy-crd.yaml", policy_crd(wave=0))
+    env.remote.write(f"{MANIFESTS}/40-policy.yaml", POLICY.format(wave=10))
+    env.remote.commit_and_push("a policy kind and its first object")
+    plan = env.plan(online=True)
+    assert plan.ok, plan.objects
+    (policy,) = [o for o in plan.objects if o.ref.kind == "ClusterPolicy"]
+    assert (policy.change, policy.note) == ("created", "its CRD is created first")
+    result = env.sync()
+    assert result.ok, result.message
+    assert planned(plan) == synced(result)
+
+
+def test_offline_plan_takes_a_custom_kinds_scope_from_the_inventory(env: Env):
+    """A cluster-scoped custom kind whose CRD left the repository (installed another way
+    now) keeps its recorded scope offline: not invented into namespace default, not pruned."""
+    env.remote.write("crds/clusterpolicies.yaml", policy_crd())
+    env.remote.write(f"{MANIFESTS}/40-policy.yaml", POLICY.format(wave=30))
+    env.remote.commit_and_push("a policy")
+    assert env.sync().ok
+    env.remote.remove("crds/clusterpolicies.yaml")
+    env.remote.commit_and_push("the platform team installs the policy CRD now")
+    plan = env.plan(online=False)
+    assert planned(plan)["ClusterPolicy/p1"] == "unchanged"
+    assert prunes_planned(plan) == []
+    online = env.plan(online=True)
+    assert planned(online)["ClusterPolicy/p1"] == "unchanged" and prunes_planned(online) == []
+
+
+def test_online_plan_survives_a_malformed_crd(env: Env):
+    """A CRD whose names is not a mapping does not crash the online plan."""
+    env.remote.write("crds/broken.yaml", POLICY_CRD.replace(
+        "  names: {{kind: {kind}, listKind: {kind}List, plural: {plural}, singular: {singular}}}",
+        "  names: Bad").format(scope="Cluster"))
+    env.remote.commit_and_push("a broken CRD")
+    plan = env.plan(online=True)
+    assert any(o.ref.name == "clusterpolicies.example.org" for o in plan.objects)
+
+
+def test_default_cache_is_outside_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               remote: gitrepo.GitRemote):
+    """Without --cache-dir, plan caches Git objects in the user's cache folder: a checkout
+    planned in stays clean (so `intent publish` does not find it dirty)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(remote.work)
+    assert cli.main(["plan", "--repo", ".", "--site", SITE, "--ref", "HEAD"]) == 0
+    assert gitrepo.git("status", "--porcelain", cwd=remote.work) == ""
+    assert list((tmp_path / "xdg" / "intent-reconciler" / "plan").glob("*.git"))
