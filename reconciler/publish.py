@@ -190,6 +190,14 @@ def publish(*, options: Options,
         raise errors.UsageError(f"{site_dir}/: no such site in {root} (sites: "
                                 f"{', '.join(known) or 'none'})")
 
+    # Everything publish writes must be a regular file inside the work tree.
+    for path in (contract.SITES_DIR, site_dir, contract.intent_path(site),
+                 contract.manifests_dir(site)):
+        if (root / path).is_symlink():
+            raise errors.UsageError(
+                f"{path}: a symlink; sites refuse symlinks, and publish writes only regular "
+                "files inside the repository")
+
     # A dirty tree is refused before anything is written.
     dirty = _dirty_paths(repo)
     if dirty and not options.allow_dirty:
@@ -531,13 +539,19 @@ def _push(repo: git.Repo, *, target: PushTarget, published: Published) -> None:
 # --- reports --------------------------------------------------------------------------------
 
 
+_SECRET = re.compile(rb"^kind:[ \t]*['\"]?Secret['\"]?[ \t]*(#.*)?\r?$", re.MULTILINE)
+
+
 def _unified_diff(change: FileChange) -> str:
+    """The file's diff; for a file holding a Secret, no context lines (they could hold its
+    values): only the stamped lines, which never do."""
     before = change.before.decode("utf-8", "replace") if change.before is not None else ""
     after = change.after.decode("utf-8", "replace")
+    secret = change.before is not None and bool(_SECRET.search(change.before))
     lines = difflib.unified_diff(
         before.splitlines(keepends=True), after.splitlines(keepends=True),
         fromfile=f"a/{change.path}" if change.before is not None else "/dev/null",
-        tofile=f"b/{change.path}")
+        tofile=f"b/{change.path}", n=0 if secret else 3)
     out = []
     for line in lines:
         out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")

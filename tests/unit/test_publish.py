@@ -467,3 +467,37 @@ def test_failed_signing_leaves_the_repository_as_it_was(
     assert "nothing was committed, and the files and the index are as they were" in err
     assert snapshot(fleet) == before
     assert "Traceback" not in err
+
+
+def test_symlinked_intent_file_is_refused_and_nothing_written_outside(
+        fleet: gitrepo.GitRemote, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """An intent.yaml that is a symlink (here to a file outside the repository) is refused
+    before anything is written: publish never writes through a link."""
+    outside = tmp_path / "outside.yaml"
+    intent = fleet.work / INTENT
+    outside.write_bytes(intent.read_bytes())
+    intent.unlink()
+    intent.symlink_to(outside)
+    fleet.commit("intent.yaml behind a symlink")
+    before = snapshot(fleet), outside.read_bytes()
+    code, _, err = run(fleet, capsys, "--id", "sym-1", "-m", "through a link?")
+    assert code == 2
+    assert f"{INTENT}: a symlink; sites refuse symlinks" in err
+    assert (snapshot(fleet), outside.read_bytes()) == before
+
+
+def test_dry_run_diff_of_a_secret_shows_no_values(
+        fleet: gitrepo.GitRemote, capsys: pytest.CaptureFixture[str]) -> None:
+    """The dry-run diff of a file holding a Secret has no context lines: the stamped line
+    shows, the Secret's values never do."""
+    fleet.write(f"{SITE_DIR}/manifests/40-secret.yaml", (
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\n  namespace: sfo-ran\n"
+        "  annotations:\n    reconciler.dev/intent-id: sfo-baseline-1\n"
+        "stringData:\n  password: hunter2-very-secret\n"))
+    fleet.commit("a secret")
+    code, out, _ = run(fleet, capsys, "--id", "sec-1", "-m", "rotate", "--dry-run")
+    assert code == 0
+    assert "+    reconciler.dev/intent-id: sec-1\n" in out
+    assert "hunter2" not in out
+    code, out, _ = run(fleet, capsys, "--id", "sec-1", "-m", "rotate", "--dry-run", "-o", "json")
+    assert code == 0 and "hunter2" not in out
