@@ -195,7 +195,7 @@ def plant(root: Path, *, count: int, rng: random.Random) -> list[tuple[str, int,
                     lines[max(0, number - 15):number]):
                 lines[number] = "  replicas: many"
                 path.write_text("\n".join(lines))
-                expected.append((path.relative_to(root).as_posix(), number + 1, "crd-schema"))
+                expected.append((path.relative_to(root).as_posix(), number + 1, "schema"))
                 break
     return sorted(expected)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import git
 import pytest
 
-from reconciler import bundle, errors, validate
+from reconciler import bundle, contract, errors, validate
 from reconciler import tree as trees
 from tests import gitrepo
 
@@ -722,3 +722,58 @@ def test_known_kind_is_checked_against_its_schema() -> None:
     body = {"apiVersion": "telco.example.com/v1alpha1", "kind": "NetworkFunction",
             "metadata": {"name": "upf"}}
     assert findings_of(body) == [("$", "schema", "'spec' is a required property")]
+
+
+PLAIN_CASES = {
+    "scalars": b"s: text\ni: 42\nneg: -7\nhex: 0x1F\noct: 0o17\nf: 1.5\nexp: 1e3\ninf: .inf\n"
+               b"t: true\nno: no\nnull1: null\nnull2: ~\nempty:\nquoted: '42'\nts: 2024-01-02\n"
+               b"tsz: 2024-01-02T03:04:05Z\nver: 1.10\n",
+    "tags": b"a: !!str 42\nb: !!int '7'\nc: !!float 1\nd: !!binary aGVsbG8=\ne: !!null ''\n",
+    "nesting": b"a:\n  b:\n    - c: [1, {d: e}]\n    - - x\n      - y\n  f: {}\n  g: []\n",
+    "keys": b"2: int key\n1.5: float key\ntrue: bool key\n~: null key\n",
+    "multi": b"a: 1\n---\n- 2\n---\n'three'\n---\n",
+    "merge": b"base: {x: 1}\nother:\n  <<: {x: 0, y: 2}\n  z: 3\n",
+    "set": b"!!set {a, b}\n",
+    "omap": b"!!omap [a: 1, b: 2]\n",
+    "deep": b"a: " + b"[" * 300 + b"]" * 300 + b"\n",
+}
+
+
+def _typed(value: object) -> object:
+    """A value with the type of every node made part of it, to compare exactly."""
+    if isinstance(value, dict):
+        return ("dict", [(_typed(k), _typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("list", [_typed(v) for v in value])
+    return (type(value).__name__, value)
+
+
+@pytest.mark.parametrize("case", sorted(PLAIN_CASES))
+def test_plain_builder_builds_what_ruamel_builds(case: str) -> None:
+    """The direct builder for plain documents gives exactly ruamel's values and types."""
+    from ruamel.yaml import YAML
+
+    data = PLAIN_CASES[case]
+    stock = list(YAML(typ="safe").load_all(data))
+    ours = list(bundle.safe_loader(plain=True).load_all(data))
+    assert _typed(ours) == _typed(stock)
+
+
+def test_plain_builder_agrees_on_every_sample_manifest() -> None:
+    """Every file of the sample repository reads the same with and without the builder."""
+    from ruamel.yaml import YAML
+
+    files = sorted(contract.sample_repo_dir().rglob("*.yaml"))
+    assert len(files) >= 10
+    for path in files:
+        data = path.read_bytes()
+        assert _typed(list(bundle.safe_loader(plain=True).load_all(data))) == _typed(
+            list(YAML(typ="safe").load_all(data))), path
+
+
+def test_plain_builder_leaves_duplicate_keys_to_ruamels_error() -> None:
+    """A duplicate key is refused with ruamel's own error and position, not overwritten."""
+    with pytest.raises(errors.YAMLSyntaxError) as caught:
+        bundle.parse_documents(b"a: 1\nb: 2\na: 3\n", file="m.yaml")
+    assert "duplicate key" in str(caught.value)
+    assert (caught.value.line, caught.value.column) == (3, 1)
