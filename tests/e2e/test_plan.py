@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import cluster, kube, planner, reconcile
+from reconciler import cluster, kube, planner
 from tests import gitrepo
 from tests.e2e.conftest import SITE, ClusterUnderTest, Site, wait_until_ready
+from tests.plans import planned, pruned, synced
 
 pytestmark = pytest.mark.e2e
 
@@ -32,17 +33,7 @@ def plan(site: Site, *, online: bool) -> planner.Plan:
         adapter.close()
 
 
-def planned(result: planner.Plan) -> dict[str, str]:
-    return {str(o.ref): o.change for o in result.objects}
 
-
-def synced(result: reconcile.SyncResult) -> dict[str, str]:
-    return {str(r.ref): r.change.value for r in result.results
-            if r.change is not cluster.Change.DELETED}
-
-
-def pruned(result: reconcile.SyncResult) -> list[str]:
-    return sorted(str(r.ref) for r in result.results if r.change is cluster.Change.DELETED)
 
 
 def test_plan_agrees_with_sync_on_a_first_rollout(any_cluster: ClusterUnderTest,

@@ -14,6 +14,7 @@ import pytest
 
 from reconciler import cli, cluster, errors, fence, kube, planner, reconcile, state
 from tests import fakes, gitrepo
+from tests.plans import planned, pruned, prunes_planned, synced
 
 SITE = "edge-sfo-01"
 MANIFESTS = f"sites/{SITE}/manifests"
@@ -102,22 +103,8 @@ def env(tmp_path: Path, remote: gitrepo.GitRemote) -> Env:
     return Env(tmp_path, remote)
 
 
-def planned(plan: planner.Plan) -> dict[str, str]:
-    return {str(o.ref): o.change for o in plan.objects}
 
 
-def synced(result: reconcile.SyncResult) -> dict[str, str]:
-    return {str(r.ref): r.change.value for r in result.results
-            if r.change is not cluster.Change.DELETED}
-
-
-def prunes_planned(plan: planner.Plan) -> list[str]:
-    return sorted(str(cluster.ObjectRef(p.entry.api_version, p.entry.kind, p.entry.namespace,
-                                        p.entry.name)) for p in plan.prunes if not p.kept)
-
-
-def pruned(result: reconcile.SyncResult) -> list[str]:
-    return sorted(str(r.ref) for r in result.results if r.change is cluster.Change.DELETED)
 
 
 def drops(decision: fence.Decision | None) -> list[str]:
