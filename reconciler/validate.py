@@ -199,9 +199,9 @@ def check_manifests(manifests: Iterable[bundle.Manifest]) -> list[Finding]:
     return findings
 
 
-def check_manifest(manifest: bundle.Manifest, *, shipped_schema: bool = True) -> list[Finding]:
-    """One manifest: object fields, annotation forms, and (unless told not to) the schema
-    in `schemas/` for its kind."""
+def check_manifest(manifest: bundle.Manifest) -> list[Finding]:
+    """One manifest: object fields, annotation forms, and the schema in `schemas/` for its
+    kind."""
     body = manifest.body
     location = manifest.location
     obj = manifest.describe()
@@ -241,7 +241,7 @@ def check_manifest(manifest: bundle.Manifest, *, shipped_schema: bool = True) ->
         need(("metadata", "annotations", contract.ANNOTATION_INTENT_ID),
              f"intent id {intent_id!r} must match {contract.INTENT_ID_PATTERN.pattern}",
              rule="intent-id")
-    if findings or not shipped_schema:
+    if findings:
         return findings
     schema = _kind_schemas().get((manifest.api_version, manifest.kind))
     if schema:
