@@ -12,7 +12,7 @@ Three modes, each `--runs` times:
   is push -> stopped.
 
 Every figure is taken in the benchmark process without touching product code: the fetch
-and `reconcile.execute` are wrapped here, and the rest is read from the state file and
+and `pipeline.execute` are wrapped here, and the rest is read from the state file and
 the local cluster's request log. All instants are wall-clock `time.time()` (the state file
 and the request log use the wall clock too); run durations use `time.perf_counter()`.
 
@@ -46,9 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for `tests.gitrepo`, the tests' Git remote
 
-from reconciler import abort as aborts  # noqa: E402
-from reconciler import agent, contract, kube, localcluster, reconcile, source, state  # noqa: E402
+from reconciler import contract, kube, localcluster  # noqa: E402
 from reconciler.localcluster import controllers  # noqa: E402
+from reconciler.repo import source  # noqa: E402
+from reconciler.site import abort as aborts  # noqa: E402
+from reconciler.site import agent, pipeline, state  # noqa: E402
 from tests import gitrepo  # noqa: E402
 
 SITE = "edge-sfo-01"
@@ -124,7 +126,7 @@ class Summary:
 
 
 class Recorder:
-    """What the wrapped fetch and `reconcile.execute` saw during the current run."""
+    """What the wrapped fetch and `pipeline.execute` saw during the current run."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -157,11 +159,11 @@ class Recorder:
 
 
 _current: Recorder | None = None
-_real_execute = reconcile.execute
+_real_execute = pipeline.execute
 
 
-def _timed_execute(**kwargs: Any) -> reconcile.SyncResult:
-    """`reconcile.execute`, noting when the call for each intent returns."""
+def _timed_execute(**kwargs: Any) -> pipeline.SyncResult:
+    """`pipeline.execute`, noting when the call for each intent returns."""
     started = time.time()
     phase: state.Outcome | None = None
     try:
@@ -270,7 +272,7 @@ def run_once(*, mode: str, number: int, workdir: Path, rng: random.Random) -> Ru
             kubeconfig = cluster.write_kubeconfig(root / "kubeconfig")
             remote = gitrepo.GitRemote(root / "git")
             land_intent_a(remote)
-            options = reconcile.Options(url=remote.url, site=SITE, cache_dir=root / "cache")
+            options = pipeline.Options(url=remote.url, site=SITE, cache_dir=root / "cache")
             target = kube.connect(kubeconfig=kubeconfig)
             _current = recorder
             try:
@@ -456,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL,
                         format="%(relativeCreated)8.0f %(threadName)s %(name)s %(message)s")
     rng = random.Random(args.seed)
-    reconcile.execute = _timed_execute  # type: ignore[assignment]  # the worker calls through the module
+    pipeline.execute = _timed_execute  # type: ignore[assignment]  # the worker calls through the module
     aborts.Abort.set = _timed_abort_set  # type: ignore[method-assign]
     began = time.perf_counter()
     runs: list[Run] = []
@@ -466,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run = run_once(mode=mode, number=number, workdir=Path(workdir), rng=rng)
                 runs.append(run)
                 print(progress(run), flush=True)
-    reconcile.execute = _real_execute  # type: ignore[assignment]
+    pipeline.execute = _real_execute  # type: ignore[assignment]
     aborts.Abort.set = _real_abort_set  # type: ignore[method-assign]
     text, figures = table(runs)
     failed = [r for r in runs if r.error is not None]

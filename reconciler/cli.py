@@ -14,7 +14,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler import __version__, contract, durations, errors, report, state
+from reconciler import __version__, contract, durations, errors
+from reconciler.site import report, state
 
 log = logging.getLogger("reconciler")
 
@@ -309,10 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 @contextlib.contextmanager
 def _site(args: argparse.Namespace) -> Iterator[tuple[Any, state.FileStateStore, Any]]:
     """What `sync` and `run` share: the options, the site's locked store, the cluster."""
-    from reconciler import kube, reconcile
+    from reconciler import kube
+    from reconciler.site import pipeline
 
     cache_dir = args.cache_dir or args.state_dir / contract.CACHE_DIR_NAME
-    options = reconcile.Options(url=args.repo, site=args.site, branch=args.branch,
+    options = pipeline.Options(url=args.repo, site=args.site, branch=args.branch,
                                 cache_dir=cache_dir,
                                 allow_history_rewrite=args.allow_history_rewrite)
     store = state.FileStateStore(state_dir=args.state_dir, site=args.site)
@@ -326,16 +328,16 @@ def _site(args: argparse.Namespace) -> Iterator[tuple[Any, state.FileStateStore,
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from reconciler import reconcile
+    from reconciler.site import pipeline
 
     with _site(args) as (options, store, target):
-        result = reconcile.sync_once(options=options, store=store, target=target)
+        result = pipeline.sync_once(options=options, store=store, target=target)
     print(report.sync_json(result) if args.output == "json" else report.sync_text(result))
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from reconciler import agent
+    from reconciler.site import agent
 
     if args.interval <= 0:
         raise errors.UsageError(f"--interval must be positive, not {args.interval}")
@@ -404,19 +406,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from reconciler import lint
+    from reconciler.manager import validate
 
-    return lint.command(args)
+    return validate.command(args)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from reconciler import planner
+    from reconciler.manager import plan
 
-    return planner.command(args)
+    return plan.command(args)
 
 
 def _cmd_intent(args: argparse.Namespace) -> int:
-    from reconciler import publish
+    from reconciler.manager import publish
 
     return publish.command(args)
 

@@ -21,18 +21,10 @@ from typing import TextIO
 
 import git
 
-from reconciler import (
-    agent,
-    contract,
-    kube,
-    localcluster,
-    planner,
-    publish,
-    reconcile,
-    report,
-    state,
-)
+from reconciler import contract, kube, localcluster
 from reconciler.localcluster import controllers
+from reconciler.manager import plan, publish
+from reconciler.site import agent, pipeline, report, state
 
 SITE = "edge-sfo-01"
 SLOW, FINAL = "sfo-upf-2-4", "sfo-upf-2-5"
@@ -107,7 +99,7 @@ def run(*, workdir: Path | None = None, ready_delay: float = 1.0, verbose: bool 
 
         target = kube.connect(kubeconfig=kubeconfig)
         store = state.FileStateStore(state_dir=root / "state", site=SITE)
-        options = reconcile.Options(url=str(bare), site=SITE, cache_dir=root / "cache")
+        options = pipeline.Options(url=str(bare), site=SITE, cache_dir=root / "cache")
 
         def current() -> state.SiteState:
             return store.load() if store.path.exists() else state.SiteState(site=SITE)
@@ -164,7 +156,7 @@ def run(*, workdir: Path | None = None, ready_delay: float = 1.0, verbose: bool 
                                     NF_FILE: [('version: "2.4.0"', 'version: "2.5.0"')]})
                     say.say(f"reconciler plan --site {SITE} --ref HEAD (offline, against "
                             "the site's state), before the push:")
-                    review = planner.make(options=planner.Options(
+                    review = plan.make(options=plan.Options(
                         url=str(manager.working_tree_dir), site=SITE, ref="HEAD",
                         state_dir=root / "state", cache_dir=root / "plan-cache"), target=None)
                     for line in _plan_view(review):
@@ -278,7 +270,7 @@ def _replay(manager: git.Repo, *, old_id: str, sequence: int) -> None:
     manager.remote("origin").push(f"HEAD:refs/heads/{contract.DEFAULT_BRANCH}")
 
 
-def _plan_view(review: planner.Plan) -> list[str]:
+def _plan_view(review: plan.Plan) -> list[str]:
     """The plan's verdict, objects, drops and prunes, in a few lines."""
     decision = review.decision
     if decision is None:

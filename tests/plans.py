@@ -3,7 +3,9 @@ tests on the fake port (tests/unit) and on real API servers (tests/e2e)."""
 
 from __future__ import annotations
 
-from reconciler import cluster, planner, reconcile
+from reconciler import cluster
+from reconciler.manager import plan as planner
+from reconciler.site import pipeline
 
 
 def planned(plan: planner.Plan) -> dict[str, str]:
@@ -11,7 +13,7 @@ def planned(plan: planner.Plan) -> dict[str, str]:
     return {str(o.ref): o.change for o in plan.objects}
 
 
-def synced(result: reconcile.SyncResult) -> dict[str, str]:
+def synced(result: pipeline.SyncResult) -> dict[str, str]:
     """Object -> the change the sync made (prunes aside)."""
     return {str(r.ref): r.change.value for r in result.results
             if r.change is not cluster.Change.DELETED}
@@ -23,6 +25,6 @@ def prunes_planned(plan: planner.Plan) -> list[str]:
                                         p.entry.name)) for p in plan.prunes if not p.kept)
 
 
-def pruned(result: reconcile.SyncResult) -> list[str]:
+def pruned(result: pipeline.SyncResult) -> list[str]:
     """The objects the sync deleted."""
     return sorted(str(r.ref) for r in result.results if r.change is cluster.Change.DELETED)

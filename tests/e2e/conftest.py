@@ -31,8 +31,9 @@ import pytest
 
 import tests.kube
 from reconciler import cluster as ports
-from reconciler import contract, errors, kube, localcluster, reconcile, state
+from reconciler import contract, errors, kube, localcluster
 from reconciler.localcluster import controllers, requestlog
+from reconciler.site import pipeline, state
 from tests import faultproxy
 from tests.e2e import audit
 
@@ -230,13 +231,13 @@ class Site:
         self.site = site
         self.state_dir = root / "state"
         self.store = state.FileStateStore(state_dir=self.state_dir, site=site)
-        self.options = reconcile.Options(url=remote_url, site=site, cache_dir=root / "cache")
+        self.options = pipeline.Options(url=remote_url, site=site, cache_dir=root / "cache")
 
-    def sync(self) -> reconcile.SyncResult:
+    def sync(self) -> pipeline.SyncResult:
         adapter = kube.connect(kubeconfig=self.target.kubeconfig)
         try:
             with self.store.lock():
-                return reconcile.sync_once(options=self.options, store=self.store,
+                return pipeline.sync_once(options=self.options, store=self.store,
                                            target=adapter)
         finally:
             adapter.close()

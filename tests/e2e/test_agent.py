@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import agent, contract, kube, state
+from reconciler import contract, kube
 from reconciler.localcluster import controllers
+from reconciler.site import agent, state
 from tests import gitrepo
 from tests.e2e.conftest import SITE, ClusterUnderTest, Site, kubectl, wait_until_ready
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import localcluster, state
+from reconciler import localcluster
+from reconciler.site import state
 from tests import gitrepo
 from tests.e2e.conftest import SITE, ClusterUnderTest, Site, kubectl, kubectl_run
 

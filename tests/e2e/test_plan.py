@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import cluster, kube, planner
+from reconciler import cluster, kube
+from reconciler.manager import plan as planner
 from tests import gitrepo
 from tests.e2e.conftest import SITE, ClusterUnderTest, Site, wait_until_ready
 from tests.plans import planned, pruned, synced

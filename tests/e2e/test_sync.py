@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import contract, fence, state
+from reconciler import contract
+from reconciler.site import fence, state
 from tests import gitrepo, gitservers
 from tests.e2e.conftest import SITE, ClusterUnderTest, Site, kubectl, wait_until_ready
 
@@ -168,7 +169,7 @@ def test_two_reconcilers_on_one_state_are_refused(any_cluster: ClusterUnderTest,
     site = Site(root=tmp_path, remote_url=remote.url, target=any_cluster)
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys; from pathlib import Path; from reconciler import state\n"
+         "import sys; from pathlib import Path; from reconciler.site import state\n"
          f"s = state.FileStateStore(state_dir=Path({str(site.state_dir)!r}), site={SITE!r})\n"
          "with s.lock():\n    print('locked', flush=True); sys.stdin.readline()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from reconciler import abort, errors
+from reconciler import errors
+from reconciler.site import abort
 
 
 def test_wait_returns_at_once_when_set():

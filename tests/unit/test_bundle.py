@@ -10,8 +10,9 @@ from pathlib import Path
 import git
 import pytest
 
-from reconciler import bundle, contract, errors, validate
-from reconciler import tree as trees
+from reconciler import contract, errors
+from reconciler.repo import bundle, documents, schemas
+from reconciler.repo import tree as trees
 from tests import gitrepo
 
 INTENT = """\
@@ -116,7 +117,7 @@ def make_tree(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeTr
         repo.close()
 
 
-def load(tree: trees.Tree, site: str = "edge-a", **limits: int) -> bundle.Bundle:
+def load(tree: trees.Tree, site: str = "edge-a", **limits: int) -> documents.Bundle:
     return bundle.load(tree=tree, site=site, limits=bundle.Limits(**limits))
 
 
@@ -181,14 +182,14 @@ def test_site_without_manifests_or_crds_loads_empty(make_tree: MakeTree) -> None
 def test_intent_fields_are_read(make_tree: MakeTree) -> None:
     """id, sequence, description, healthTimeout (as seconds) and prune come from the spec."""
     loaded = load(make_tree(site_files()))
-    assert loaded.intent == bundle.Intent(
+    assert loaded.intent == documents.Intent(
         site="edge-a",
         id="intent-1",
         sequence=3,
         description="Roll out the UPF",
         health_timeout=600.0,
         prune=False,
-        location=bundle.Location(file="sites/edge-a/intent.yaml", document=0, line=1),
+        location=documents.Location(file="sites/edge-a/intent.yaml", document=0, line=1),
     )
 
 
@@ -530,20 +531,20 @@ def test_bare_document_after_an_end_marker_is_refused_at_its_line() -> None:
 
 def test_location_reads_as_file_line_and_1_based_document() -> None:
     """str(Location) is `file:line (document n)`, with n counted from 1 for people."""
-    assert str(bundle.Location(file="m.yaml", document=0, line=3)) == "m.yaml:3 (document 1)"
-    assert str(bundle.Location(file="m.yaml", document=2)) == "m.yaml (document 3)"
-    assert bundle.Location(file="m.yaml", document=1, line=7).as_dict() == {
+    assert str(documents.Location(file="m.yaml", document=0, line=3)) == "m.yaml:3 (document 1)"
+    assert str(documents.Location(file="m.yaml", document=2)) == "m.yaml (document 3)"
+    assert documents.Location(file="m.yaml", document=1, line=7).as_dict() == {
         "file": "m.yaml", "document": 1, "line": 7,
     }
 
 
 # --- Manifest ---------------------------------------------------------------------------
 
-HERE = bundle.Location(file="sites/edge-a/manifests/m.yaml", document=0, line=1)
+HERE = documents.Location(file="sites/edge-a/manifests/m.yaml", document=0, line=1)
 
 
-def manifest(body: dict[str, object], location: bundle.Location = HERE) -> bundle.Manifest:
-    return bundle.Manifest(location=location, body=body)
+def manifest(body: dict[str, object], location: documents.Location = HERE) -> documents.Manifest:
+    return documents.Manifest(location=location, body=body)
 
 
 def test_manifest_describes_itself_as_kind_namespace_name() -> None:
@@ -592,7 +593,7 @@ def test_manifest_with_non_integer_wave_reads_as_wave_0() -> None:
     assert m.wave == 0
 
 
-# --- validate.check_manifests -----------------------------------------------------------
+# --- schemas.check_manifests -----------------------------------------------------------
 
 GOOD = {
     "apiVersion": "v1",
@@ -617,12 +618,12 @@ def with_annotation(key: str, value: object) -> dict[str, object]:
 
 
 def findings_of(body: dict[str, object]) -> list[tuple[str, str, str]]:
-    return [(f.path, f.rule, f.message) for f in validate.check_manifests([manifest(body)])]
+    return [(f.path, f.rule, f.message) for f in schemas.check_manifests([manifest(body)])]
 
 
 def test_well_formed_manifest_has_no_findings() -> None:
     """A manifest with kind, apiVersion, name and well-formed annotations passes."""
-    assert validate.check_manifests([manifest(GOOD)]) == []
+    assert schemas.check_manifests([manifest(GOOD)]) == []
 
 
 @pytest.mark.parametrize("key", ["kind", "apiVersion"])
@@ -706,9 +707,9 @@ def test_malformed_intent_id_is_reported(intent_id: str) -> None:
 
 def test_findings_name_the_location_and_object() -> None:
     """Each finding carries the manifest's location and `Kind/ns/name`, and prints both."""
-    other = bundle.Location(file="sites/edge-a/manifests/n.yaml", document=2, line=9)
+    other = documents.Location(file="sites/edge-a/manifests/n.yaml", document=2, line=9)
     good, bad = manifest(GOOD), manifest(with_annotation("reconciler.dev/wave", "x"), other)
-    (finding,) = validate.check_manifests([good, bad])
+    (finding,) = schemas.check_manifests([good, bad])
     assert finding.location == other
     assert finding.object == "ConfigMap/ns/x"
     assert str(finding) == (

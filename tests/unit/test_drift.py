@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler import drift
+from reconciler.site import drift
 
 DESIRED = {
     "apiVersion": "telco.example.com/v1alpha1", "kind": "NetworkFunction",

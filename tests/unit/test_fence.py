@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler import bundle, contract, fence
+from reconciler import contract
+from reconciler.repo import documents
+from reconciler.site import fence
 
-LOC = bundle.Location(file="sites/edge-a/intent.yaml", document=0, line=1)
+LOC = documents.Location(file="sites/edge-a/intent.yaml", document=0, line=1)
 
 
-def intent(intent_id: str, sequence: int | None = None) -> bundle.Intent:
-    return bundle.Intent(site="edge-a", id=intent_id, sequence=sequence, description="",
+def intent(intent_id: str, sequence: int | None = None) -> documents.Intent:
+    return documents.Intent(site="edge-a", id=intent_id, sequence=sequence, description="",
                          health_timeout=600.0, prune=True, location=LOC)
 
 
@@ -20,15 +22,15 @@ def accepted(intent_id: str, sequence: int | None = None) -> fence.Accepted:
 
 
 def manifest(name: str, intent_id: str | None, *, kind: str = "ConfigMap",
-             namespace: str | None = "ran", document: int = 0) -> bundle.Manifest:
+             namespace: str | None = "ran", document: int = 0) -> documents.Manifest:
     metadata: dict[str, Any] = {"name": name}
     if namespace:
         metadata["namespace"] = namespace
     if intent_id is not None:
         metadata["annotations"] = {contract.ANNOTATION_INTENT_ID: intent_id}
-    location = bundle.Location(file=f"sites/edge-a/manifests/{name}.yaml", document=document,
+    location = documents.Location(file=f"sites/edge-a/manifests/{name}.yaml", document=document,
                                line=1)
-    return bundle.Manifest(location=location,
+    return documents.Manifest(location=location,
                            body={"apiVersion": "v1", "kind": kind, "metadata": metadata})
 
 

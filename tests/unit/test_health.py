@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from ruamel import yaml as ruamel_yaml
 
-from reconciler import health
+from reconciler.site import health
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata" / "health"
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from reconciler import bundle, cli, contract, kubeschema, lint, validate
-from reconciler import tree as trees
+from reconciler import cli, contract
+from reconciler.manager import kubeschema, validate
+from reconciler.repo import bundle, schemas
+from reconciler.repo import tree as trees
 
 SITE = "edge-a"
 INTENT_ID = "i-1"
@@ -122,21 +124,21 @@ def gadget(spec: str, *, api: str = "example.org/v1") -> str:
     return GADGET.format(api=api) + spec
 
 
-def check(root: Path, **options: object) -> lint.Report:
-    return lint.run(options=lint.Options(root=root, jobs=1, **options))  # type: ignore[arg-type]
+def check(root: Path, **options: object) -> validate.Report:
+    return validate.run(options=validate.Options(root=root, jobs=1, **options))  # type: ignore[arg-type]
 
 
-def where(finding: validate.Finding) -> tuple[object, ...]:
+def where(finding: schemas.Finding) -> tuple[object, ...]:
     """Everything that locates and classifies a finding."""
     return (finding.location.file, finding.line, finding.column, finding.object, finding.path,
             finding.rule, finding.severity.value)
 
 
-def locations(report: lint.Report) -> list[tuple[object, ...]]:
+def locations(report: validate.Report) -> list[tuple[object, ...]]:
     return [where(f) for f in report.findings]
 
 
-def only(report: lint.Report) -> validate.Finding:
+def only(report: validate.Report) -> schemas.Finding:
     assert len(report.findings) == 1, locations(report)
     return report.findings[0]
 
@@ -916,7 +918,7 @@ def test_parallel_check_gives_the_same_findings_as_serial(
         manifest(root, "c.yaml", CONFIGMAP.format(name="cm", namespace="ran")
                  .replace("i-1", "i-0"), site=site)
         manifest(root, "d.yaml", "a: [\n", site=site)
-    monkeypatch.setattr(lint, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(validate, "PARALLEL_FROM", 1)
     pools: list[int] = []
 
     class Pool(concurrent.futures.ProcessPoolExecutor):
@@ -925,8 +927,8 @@ def test_parallel_check_gives_the_same_findings_as_serial(
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
-    serial = lint.run(options=lint.Options(root=root, jobs=1))
-    parallel = lint.run(options=lint.Options(root=root, jobs=2))
+    serial = validate.run(options=validate.Options(root=root, jobs=1))
+    parallel = validate.run(options=validate.Options(root=root, jobs=2))
     assert pools == [2]  # only the jobs=2 run used worker processes
     assert len(serial.findings) == 10  # c.yaml, on another id, is no duplicate of a.yaml
     assert parallel.findings == serial.findings

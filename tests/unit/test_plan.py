@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from reconciler import cli, cluster, errors, fence, kube, planner, reconcile, state
+from reconciler import cli, cluster, errors, kube
+from reconciler.manager import plan as planner
+from reconciler.site import fence, pipeline, state
 from tests import fakes, gitrepo
 from tests.plans import planned, pruned, prunes_planned, synced
 
@@ -62,10 +64,10 @@ class Env:
         self.cache_dir = tmp_path / "cache"
         self.store = state.FileStateStore(state_dir=self.state_dir, site=SITE)
 
-    def sync(self) -> reconcile.SyncResult:
-        options = reconcile.Options(url=self.remote.url, site=SITE, cache_dir=self.cache_dir)
+    def sync(self) -> pipeline.SyncResult:
+        options = pipeline.Options(url=self.remote.url, site=SITE, cache_dir=self.cache_dir)
         with self.store.lock():
-            return reconcile.sync_once(options=options, store=self.store, target=self.cluster)
+            return pipeline.sync_once(options=options, store=self.store, target=self.cluster)
 
     def plan(self, *, online: bool = False, ref: str = "main", site: str = SITE) -> planner.Plan:
         options = planner.Options(url=self.remote.url, site=site, ref=ref,
@@ -112,7 +114,7 @@ def drops(decision: fence.Decision | None) -> list[str]:
     return sorted(d.object for d in decision.drops)
 
 
-def assert_agrees(plan: planner.Plan, result: reconcile.SyncResult) -> None:
+def assert_agrees(plan: planner.Plan, result: pipeline.SyncResult) -> None:
     """The plan's per-object changes, drops and prunes are exactly what the sync did."""
     assert result.ok, result.message
     assert plan.ok and plan.decision is not None

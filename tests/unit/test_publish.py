@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from ruamel import yaml as ruamel_yaml
 
-from reconciler import cli, contract, publish
+from reconciler import cli, contract
+from reconciler.manager import publish
 from tests import gitrepo
 
 SITE = "edge-sfo-01"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import abort, contract, errors, fence, reconcile, state
+from reconciler import contract, errors
+from reconciler.site import abort, fence, pipeline, state
 from tests import fakes, gitrepo
 
 SITE = "edge-sfo-01"
@@ -27,11 +28,11 @@ class Env:
         self.remote = remote
         self.cluster = fakes.FakeCluster()
         self.store = state.FileStateStore(state_dir=tmp_path / "state", site=SITE)
-        self.options = reconcile.Options(url=remote.url, site=SITE, cache_dir=tmp_path / "cache")
+        self.options = pipeline.Options(url=remote.url, site=SITE, cache_dir=tmp_path / "cache")
 
-    def sync(self, **kwargs: object) -> reconcile.SyncResult:
+    def sync(self, **kwargs: object) -> pipeline.SyncResult:
         with self.store.lock():
-            return reconcile.sync_once(options=self.options, store=self.store,
+            return pipeline.sync_once(options=self.options, store=self.store,
                                        target=self.cluster, **kwargs)  # type: ignore[arg-type]
 
 
@@ -192,7 +193,7 @@ def test_force_push_is_accepted_when_allowed(env: Env, tmp_path: Path):
     env.remote.reset_hard("HEAD")
     env.remote.commit("Amended elsewhere")
     env.remote.push(force=True)
-    env.options = reconcile.Options(url=env.remote.url, site=SITE, cache_dir=tmp_path / "cache",
+    env.options = pipeline.Options(url=env.remote.url, site=SITE, cache_dir=tmp_path / "cache",
                                     allow_history_rewrite=True)
     assert env.sync().ok
 
@@ -257,7 +258,7 @@ def test_aborted_rollout_applies_nothing_more(env: Env):
 
 def test_unknown_site_is_a_clear_error(env: Env, tmp_path: Path):
     """A site missing from the repository names the sites that exist."""
-    env.options = reconcile.Options(url=env.remote.url, site="edge-nowhere",
+    env.options = pipeline.Options(url=env.remote.url, site="edge-nowhere",
                                     cache_dir=tmp_path / "cache")
     env.store = state.FileStateStore(state_dir=tmp_path / "state", site="edge-nowhere")
     result = env.sync()
@@ -269,14 +270,14 @@ def test_intent_superseded_before_its_rollout_began_ends_aborted(env: Env):
     """Two intents accepted in quick succession: the one whose rollout never started is
     recorded Aborted (superseded by the next), not left Pending forever."""
     assert env.sync().ok
-    box = reconcile.SiteBox(env.store)
-    repo = reconcile.source.Source(url=env.options.url, branch=env.options.branch,
+    box = pipeline.SiteBox(env.store)
+    repo = pipeline.source.Source(url=env.options.url, branch=env.options.branch,
                                    cache_dir=env.options.cache_dir)
     for number in (2, 3):
         gitrepo.restamp(env.remote, site=SITE, new_id=f"intent-{number}", sequence=number)
         env.remote.commit_and_push(f"Intent {number}")
         with env.store.lock():
-            planned, failure = reconcile.evaluate(box=box, repo=repo, options=env.options)
+            planned, failure = pipeline.evaluate(box=box, repo=repo, options=env.options)
         assert failure is None and planned is not None  # accepted; its rollout never runs
     entries = {e.id: e for e in env.store.load().history}
     assert entries["sfo-baseline-1"].outcome is state.Outcome.SUCCEEDED

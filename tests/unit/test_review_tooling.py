@@ -152,13 +152,13 @@ def test_plan_script_plans_every_site_when_crds_change_and_fails_on_a_refusal(
 
 def _synced_state(remote: gitrepo.GitRemote, tmp_path: Path) -> str:
     """The state file of edge-nyc-02 after a sync of `main` (its baseline, sequence 1)."""
-    from reconciler import reconcile, state
+    from reconciler.site import pipeline, state
     from tests import fakes
 
     store = state.FileStateStore(state_dir=tmp_path / "synced", site="edge-nyc-02")
-    options = reconcile.Options(url=remote.url, site="edge-nyc-02",
+    options = pipeline.Options(url=remote.url, site="edge-nyc-02",
                                 cache_dir=tmp_path / "cache")
     with store.lock():
-        result = reconcile.sync_once(options=options, store=store, target=fakes.FakeCluster())
+        result = pipeline.sync_once(options=options, store=store, target=fakes.FakeCluster())
     assert result.ok, result.message
     return store.path.read_text()

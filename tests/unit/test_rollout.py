@@ -6,26 +6,28 @@ from typing import Any
 
 import pytest
 
-from reconciler import abort, bundle, cluster, errors, rollout, state
+from reconciler import cluster, errors
+from reconciler.repo import documents
+from reconciler.site import abort, rollout, state
 from tests import fakes
 
 SITE = "edge-a"
 
 
 def manifest(kind: str, name: str, *, wave: int | None = None, api_version: str = "v1",
-             namespace: str | None = "ran", **extra: Any) -> bundle.Manifest:
+             namespace: str | None = "ran", **extra: Any) -> documents.Manifest:
     annotations = {"reconciler.dev/intent-id": "i"}
     if wave is not None:
         annotations["reconciler.dev/wave"] = str(wave)
     metadata: dict[str, Any] = {"name": name, "annotations": annotations}
     if namespace:
         metadata["namespace"] = namespace
-    return bundle.Manifest(location=bundle.Location(file=f"{name}.yaml", document=0, line=1),
+    return documents.Manifest(location=documents.Location(file=f"{name}.yaml", document=0, line=1),
                            body={"apiVersion": api_version, "kind": kind, "metadata": metadata,
                                  **extra})
 
 
-def run(target: fakes.FakeCluster, manifests: list[bundle.Manifest], **kwargs: Any):
+def run(target: fakes.FakeCluster, manifests: list[documents.Manifest], **kwargs: Any):
     return rollout.run(target=target, site=SITE, crds=(), manifests=manifests,
                        abort=kwargs.pop("signal", abort.Abort()), on_progress=lambda _: None,
                        **kwargs)

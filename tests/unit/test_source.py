@@ -7,7 +7,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from reconciler import errors, source, tree
+from reconciler import errors
+from reconciler.repo import source, tree
 from tests import gitrepo
 
 

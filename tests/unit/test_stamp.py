@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from ruamel import yaml as ruamel_yaml
 
-from reconciler import contract, stamp
+from reconciler import contract
+from reconciler.manager import stamp
 
 TESTDATA = Path(__file__).parent / "testdata" / "stamp"
 KEY = contract.ANNOTATION_INTENT_ID

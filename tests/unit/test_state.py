@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import errors, fence, state
+from reconciler import errors
+from reconciler.site import fence, state
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA_A = "a" * 40
@@ -264,7 +265,7 @@ def lock_holder(store: state.FileStateStore) -> Iterator[subprocess.Popen[str]]:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from reconciler import state\n"
+        "from reconciler.site import state\n"
         "store = state.FileStateStore(state_dir=Path(sys.argv[1]), site='edge-a')\n"
         "with store.lock():\n"
         "    print('locked', flush=True)\n"

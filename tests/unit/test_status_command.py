@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reconciler import fence, state
+from reconciler.site import fence, state
 
 SITE = "edge-a"
 SHA = "a" * 40

@@ -9,7 +9,8 @@ from pathlib import Path, PurePosixPath
 import git
 import pytest
 
-from reconciler import errors, tree
+from reconciler import errors
+from reconciler.repo import tree
 from tests import gitrepo
 
 P = PurePosixPath

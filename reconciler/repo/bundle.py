@@ -21,8 +21,9 @@ from ruamel.yaml import constructor, nodes, resolver
 from ruamel.yaml import error as yaml_error
 from ruamel.yaml import tag as yaml_tag
 
-from reconciler import contract, durations, errors, validate
-from reconciler import tree as trees
+from reconciler import contract, durations, errors
+from reconciler.repo import documents, schemas
+from reconciler.repo import tree as trees
 
 _DOC_START = re.compile(rb"^---(?:[ \t]|\r?$)")
 _DOC_END = re.compile(rb"^\.\.\.(?:[ \t]|\r?$)")
@@ -41,104 +42,11 @@ class Limits:
     max_nodes: int = 100_000  # per document, counted with aliases expanded
 
 
-@dataclasses.dataclass(frozen=True)
-class Location:
-    """Where a document came from: file, 0-based document index, 1-based line."""
-
-    file: str
-    document: int
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where} (document {self.document + 1})"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "document": self.document, "line": self.line}
-
-
-@dataclasses.dataclass(frozen=True)
-class Manifest:
-    """One desired object, as committed."""
-
-    location: Location
-    body: Mapping[str, Any]
-
-    @property
-    def api_version(self) -> str:
-        return str(self.body.get("apiVersion", ""))
-
-    @property
-    def kind(self) -> str:
-        return str(self.body.get("kind", ""))
-
-    @property
-    def metadata(self) -> Mapping[str, Any]:
-        meta = self.body.get("metadata")
-        return meta if isinstance(meta, Mapping) else {}
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str | None:
-        namespace = self.metadata.get("namespace")
-        return str(namespace) if namespace else None
-
-    @property
-    def annotations(self) -> Mapping[str, Any]:
-        annotations = self.metadata.get("annotations")
-        return annotations if isinstance(annotations, Mapping) else {}
-
-    @property
-    def intent_id(self) -> str | None:
-        value = self.annotations.get(contract.ANNOTATION_INTENT_ID)
-        return None if value is None else str(value)
-
-    @property
-    def wave(self) -> int:
-        """The `reconciler.dev/wave` annotation; 0 when absent (validate checks the form)."""
-        try:
-            return int(str(self.annotations.get(contract.ANNOTATION_WAVE, "0")))
-        except ValueError:
-            return 0
-
-    def describe(self) -> str:
-        """`Kind/namespace/name`, or `Kind/name` for an object without a namespace."""
-        if self.namespace:
-            return f"{self.kind}/{self.namespace}/{self.name}"
-        return f"{self.kind}/{self.name}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Intent:
-    """The site's commit point: which intent the manager wants in force."""
-
-    site: str
-    id: str
-    sequence: int | None
-    description: str
-    health_timeout: float
-    prune: bool
-    location: Location
-
-
-@dataclasses.dataclass(frozen=True)
-class Bundle:
-    """Everything one site's reconcile reads from one revision."""
-
-    site: str
-    intent: Intent
-    manifests: tuple[Manifest, ...]
-    crds: tuple[Manifest, ...]
-
-
-def load(*, tree: trees.Tree, site: str, limits: Limits = Limits()) -> Bundle:
+def load(*, tree: trees.Tree, site: str, limits: Limits = Limits()) -> documents.Bundle:
     """Read `sites/<site>/intent.yaml`, its manifests and `crds/` from `tree`.
 
     Raises BundleError (unreadable, missing, unsafe) or ValidationError (the intent
-    breaks its schema). Manifests are checked later, by validate.check_manifests().
+    breaks its schema). Manifests are checked later, by schemas.check_manifests().
     """
     if not contract.SITE_NAME_PATTERN.match(site):
         raise errors.UsageError(f"invalid site name {site!r}: use lower-case letters, digits, '-'")
@@ -150,23 +58,23 @@ def load(*, tree: trees.Tree, site: str, limits: Limits = Limits()) -> Bundle:
     intent = _load_intent(tree=tree, site=site, limits=limits)
     manifests = _load_folder(tree=tree, folder=contract.manifests_dir(site), limits=limits)
     crds = _load_folder(tree=tree, folder=contract.CRDS_DIR, limits=limits)
-    return Bundle(site=site, intent=intent, manifests=manifests, crds=crds)
+    return documents.Bundle(site=site, intent=intent, manifests=manifests, crds=crds)
 
 
-def _load_intent(*, tree: trees.Tree, site: str, limits: Limits) -> Intent:
+def _load_intent(*, tree: trees.Tree, site: str, limits: Limits) -> documents.Intent:
     path = contract.intent_path(site)
     if not tree.exists(path):
         raise errors.BundleError(
             f"{path}: missing; every site needs an intent file (kind {contract.INTENT_KIND})"
         )
-    documents = parse_documents(tree.read(path, max_bytes=limits.max_file_bytes), file=str(path),
+    docs = parse_documents(tree.read(path, max_bytes=limits.max_file_bytes), file=str(path),
                                 limits=limits)
-    if len(documents) != 1:
+    if len(docs) != 1:
         raise errors.BundleError(
-            f"{path}: expected exactly one YAML document, found {len(documents)}"
+            f"{path}: expected exactly one YAML document, found {len(docs)}"
         )
-    location, doc = documents[0]
-    findings = validate.check_intent(doc, location=location, site=site)
+    location, doc = docs[0]
+    findings = schemas.check_intent(doc, location=location, site=site)
     if findings:
         raise errors.ValidationError(
             f"{path}: invalid intent: " + "; ".join(f.short() for f in findings),
@@ -174,7 +82,7 @@ def _load_intent(*, tree: trees.Tree, site: str, limits: Limits) -> Intent:
         )
     spec = doc["spec"]
     rollout = spec.get("rollout") or {}
-    return Intent(
+    return documents.Intent(
         site=site,
         id=str(spec["id"]),
         sequence=spec.get("sequence"),
@@ -187,13 +95,13 @@ def _load_intent(*, tree: trees.Tree, site: str, limits: Limits) -> Intent:
 
 def _load_folder(
     *, tree: trees.Tree, folder: PurePosixPath, limits: Limits
-) -> tuple[Manifest, ...]:
+) -> tuple[documents.Manifest, ...]:
     files = [p for p in tree.files(folder) if p.suffix in contract.MANIFEST_SUFFIXES]
     if len(files) > limits.max_files:
         raise errors.BundleError(
             f"{folder}/: {len(files)} files, over the limit of {limits.max_files}"
         )
-    manifests: list[Manifest] = []
+    manifests: list[documents.Manifest] = []
     for path in files:
         data = tree.read(path, max_bytes=limits.max_file_bytes)
         for location, doc in parse_documents(data, file=str(path), limits=limits):
@@ -202,13 +110,13 @@ def _load_folder(
                     f"{location}: a manifest must be a mapping (an object), "
                     f"not {type(doc).__name__}"
                 )
-            manifests.append(Manifest(location=location, body=doc))
+            manifests.append(documents.Manifest(location=location, body=doc))
     return tuple(manifests)
 
 
 def parse_documents(
     data: bytes, *, file: str, limits: Limits = Limits()
-) -> list[tuple[Location, Any]]:
+) -> list[tuple[documents.Location, Any]]:
     """Every non-empty YAML document in `data`, with where it starts."""
     loader = safe_loader(plain=b"&" not in data)
     try:
@@ -232,11 +140,11 @@ def parse_documents(
             f"{file}: {len(docs)} documents, over the limit of {limits.max_documents}"
         )
     starts = _document_lines(data, len(docs))
-    found: list[tuple[Location, Any]] = []
+    found: list[tuple[documents.Location, Any]] = []
     for index, doc in enumerate(docs):
         if doc is None:
             continue
-        location = Location(file=file, document=index, line=starts[index])
+        location = documents.Location(file=file, document=index, line=starts[index])
         # Without anchors nothing expands, and a document has fewer nodes than bytes.
         if b"&" in data or len(data) > limits.max_nodes:
             _check_size(doc, location=location, budget=limits.max_nodes)
@@ -369,7 +277,7 @@ def _document_lines(data: bytes, count: int) -> list[int | None]:
     return starts + [None] * (count - len(starts))
 
 
-def _check_size(doc: Any, *, location: Location, budget: int) -> None:
+def _check_size(doc: Any, *, location: documents.Location, budget: int) -> None:
     """Refuse a document with more than `budget` nodes once aliases are expanded."""
     remaining = budget
     stack: list[Any] = [doc]

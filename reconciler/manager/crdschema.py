@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import referencing.exceptions
 
-from reconciler import bundle, validate
+from reconciler.repo import documents, schemas
 
 CRD_API_GROUP = "apiextensions.k8s.io"
 CRD_KIND = "CustomResourceDefinition"
@@ -30,7 +30,7 @@ def split_api_version(api_version: str) -> tuple[str, str]:
     return group, version
 
 
-def is_crd(manifest: bundle.Manifest) -> bool:
+def is_crd(manifest: documents.Manifest) -> bool:
     return (manifest.kind == CRD_KIND
             and split_api_version(manifest.api_version)[0] == CRD_API_GROUP)
 
@@ -45,7 +45,7 @@ class Served:
     kind: str
     namespaced: bool
     schema: Mapping[str, Any] | None
-    location: bundle.Location
+    location: documents.Location
 
 
 class Catalog:
@@ -56,7 +56,7 @@ class Catalog:
         self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator | None] = {}
         self._broken: dict[tuple[str, str, str], str] = {}
 
-    def add(self, manifest: bundle.Manifest) -> None:
+    def add(self, manifest: documents.Manifest) -> None:
         """Record the kind a CRD manifest defines; a malformed CRD is skipped (the CRD's own
         schema check reports it)."""
         spec = manifest.body.get("spec")
@@ -89,14 +89,14 @@ class Catalog:
         versions = self._served.get((group, kind))
         return next(iter(versions.values())).namespaced if versions else None
 
-    def check(self, manifest: bundle.Manifest) -> list[validate.Finding]:
+    def check(self, manifest: documents.Manifest) -> list[schemas.Finding]:
         """The manifest against its CRD: a served version, and the version's schema."""
         group, version = split_api_version(manifest.api_version)
         versions = self._served.get((group, manifest.kind), {})
         served = versions.get(version)
         obj = manifest.describe()
         if served is None:
-            return [validate.Finding(
+            return [schemas.Finding(
                 location=manifest.location, path="$.apiVersion", keys=("apiVersion",),
                 rule="crd-version", object=obj,
                 message=f"no CRD in the repository serves {manifest.kind} in "
@@ -110,25 +110,25 @@ class Catalog:
                 self._validators[key] = _validator(served.schema)
             except jsonschema.SchemaError as exc:
                 self._validators[key] = None
-                self._broken[key] = f"{exc.message} at {validate.json_path(exc.absolute_path)}"
+                self._broken[key] = f"{exc.message} at {schemas.json_path(exc.absolute_path)}"
         validator = self._validators[key]
         prefix = f"(CRD {served.crd}, {version}) "
         if validator is None:
-            return [validate.Finding(
+            return [schemas.Finding(
                 location=manifest.location, path="$", rule=RULE, object=obj,
-                severity=validate.Severity.WARNING,
+                severity=schemas.Severity.WARNING,
                 message=f"{prefix}not checked: the CRD's openAPIV3Schema is not a schema "
                         f"this tool can use ({self._broken[key]})")]
         try:
             if validator.is_valid(manifest.body):
                 return []
-            return validate.findings_of(validator, manifest.body, location=manifest.location,
+            return schemas.findings_of(validator, manifest.body, location=manifest.location,
                                         rule=RULE, obj=obj, prefix=prefix)
         except (referencing.exceptions.Unresolvable,
                 re.error, RecursionError) as exc:
-            return [validate.Finding(
+            return [schemas.Finding(
                 location=manifest.location, path="$", rule=RULE, object=obj,
-                severity=validate.Severity.WARNING,
+                severity=schemas.Severity.WARNING,
                 message=f"{prefix}not checked: its schema cannot be applied here "
                         f"({type(exc).__name__}: {exc})")]
 

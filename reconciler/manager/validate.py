@@ -26,12 +26,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from reconciler import bundle, contract, crdschema, errors, kubeschema, positions, validate
-from reconciler import tree as trees
+from reconciler import contract, errors
+from reconciler.manager import crdschema, kubeschema, positions
+from reconciler.repo import bundle, documents, schemas
+from reconciler.repo import tree as trees
 
 log = logging.getLogger("reconciler")
 
-Severity = validate.Severity
+Severity = schemas.Severity
 PARALLEL_FROM = 200  # files; below this, worker start-up costs more than it saves
 
 
@@ -55,7 +57,7 @@ class Report:
     files: int
     documents: int
     kube_version: str
-    findings: tuple[validate.Finding, ...]
+    findings: tuple[schemas.Finding, ...]
     seconds: float
 
     @property
@@ -78,7 +80,7 @@ class _Job:
 class _Object:
     """What the cross-file checks need of one manifest."""
 
-    location: bundle.Location
+    location: documents.Location
     identity: tuple[str, str, str, str]  # group, kind, namespace ('' when cluster-scoped), name
     describe: str
     intent_id: str | None
@@ -90,7 +92,7 @@ class _FileResult:
     path: str
     site: str | None
     documents: int
-    findings: tuple[validate.Finding, ...]
+    findings: tuple[schemas.Finding, ...]
     objects: tuple[_Object, ...] = ()
     intent_id: str | None = None
 
@@ -135,7 +137,7 @@ def run(*, options: Options) -> Report:
     except ValueError as exc:
         raise errors.UsageError(str(exc)) from None
 
-    findings: list[validate.Finding] = []
+    findings: list[schemas.Finding] = []
     by_site = _site_files(tree)
     sites = _sites(by_site, wanted=options.sites)
     jobs = [_Job(path=p, role="crd", site=None) for p in _yaml_files(tree, contract.CRDS_DIR)]
@@ -188,7 +190,7 @@ def _yaml_files(tree: trees.DirTree, folder: PurePosixPath) -> list[PurePosixPat
 
 
 def _site_jobs(tree: trees.DirTree, *, site: str, files: Sequence[PurePosixPath],
-               findings: list[validate.Finding]) -> list[_Job]:
+               findings: list[schemas.Finding]) -> list[_Job]:
     intent = contract.intent_path(site)
     manifests = contract.manifests_dir(site)
     if not contract.SITE_NAME_PATTERN.match(site):
@@ -228,8 +230,8 @@ def _site_jobs(tree: trees.DirTree, *, site: str, files: Sequence[PurePosixPath]
 
 def _file_finding(file: str, *, rule: str, message: str,
                   severity: Severity = Severity.ERROR, line: int | None = None,
-                  column: int | None = None) -> validate.Finding:
-    return validate.Finding(location=bundle.Location(file=file, document=0), path="$",
+                  column: int | None = None) -> schemas.Finding:
+    return schemas.Finding(location=documents.Location(file=file, document=0), path="$",
                             message=message, rule=rule, severity=severity, line=line,
                             column=column)
 
@@ -238,8 +240,8 @@ def _catalogs(tree: trees.DirTree,
               jobs: Sequence[_Job]) -> dict[str | None, crdschema.Catalog]:
     """The CRDs each site's cluster gets: those of crds/, plus any in the site's own
     manifests. (Errors in those files are reported when the files are checked.)"""
-    shared: list[bundle.Manifest] = []
-    own: dict[str | None, list[bundle.Manifest]] = collections.defaultdict(list)
+    shared: list[documents.Manifest] = []
+    own: dict[str | None, list[documents.Manifest]] = collections.defaultdict(list)
     for job in jobs:
         if job.role == "intent":
             continue
@@ -247,11 +249,11 @@ def _catalogs(tree: trees.DirTree,
             data = tree.read(job.path, max_bytes=bundle.Limits().max_file_bytes)
             if job.role == "manifest" and crdschema.CRD_KIND.encode() not in data:
                 continue
-            documents = bundle.parse_documents(data, file=str(job.path))
+            docs = bundle.parse_documents(data, file=str(job.path))
         except errors.BundleError:
             continue
-        for location, doc in documents:
-            manifest = bundle.Manifest(location=location, body=doc) \
+        for location, doc in docs:
+            manifest = documents.Manifest(location=location, body=doc) \
                 if isinstance(doc, Mapping) else None
             if manifest is not None and crdschema.is_crd(manifest):
                 (shared if job.role == "crd" else own[job.site]).append(manifest)
@@ -279,7 +281,7 @@ def _check_file(job: _Job) -> _FileResult:
     file = str(job.path)
     try:
         data = _context.tree.read(job.path, max_bytes=_context.limits.max_file_bytes)
-        documents = bundle.parse_documents(data, file=file, limits=_context.limits)
+        docs = bundle.parse_documents(data, file=file, limits=_context.limits)
     except errors.YAMLSyntaxError as exc:
         return _FileResult(path=file, site=job.site, documents=0, findings=(_file_finding(
             file, rule="yaml", message=f"invalid YAML: {exc.problem}", line=exc.line,
@@ -289,16 +291,16 @@ def _check_file(job: _Job) -> _FileResult:
         return _FileResult(path=file, site=job.site, documents=0,
                            findings=(_file_finding(file, rule="limit", message=message),))
     if job.role == "intent":
-        return _check_intent(job, data=data, documents=documents)
-    findings: list[validate.Finding] = []
+        return _check_intent(job, data=data, docs=docs)
+    findings: list[schemas.Finding] = []
     objects: list[_Object] = []
-    for location, doc in documents:
+    for location, doc in docs:
         if not isinstance(doc, Mapping):
-            findings.append(validate.Finding(
+            findings.append(schemas.Finding(
                 location=location, path="$", rule="manifest",
                 message=f"a manifest must be a mapping (an object), not {type(doc).__name__}"))
             continue
-        manifest = bundle.Manifest(location=location, body=doc)
+        manifest = documents.Manifest(location=location, body=doc)
         found, identity = _check_manifest(manifest, catalog=_context.catalogs[job.site])
         findings.extend(found)
         if identity is not None:
@@ -306,21 +308,21 @@ def _check_file(job: _Job) -> _FileResult:
                                    describe=manifest.describe(), intent_id=manifest.intent_id,
                                    has_annotations=isinstance(
                                        manifest.metadata.get("annotations"), Mapping)))
-    return _FileResult(path=file, site=job.site, documents=len(documents),
+    return _FileResult(path=file, site=job.site, documents=len(docs),
                        findings=tuple(positions.place(findings, data=data)),
                        objects=tuple(objects))
 
 
 def _check_intent(job: _Job, *, data: bytes,
-                  documents: list[tuple[bundle.Location, Any]]) -> _FileResult:
+                  docs: list[tuple[documents.Location, Any]]) -> _FileResult:
     file = str(job.path)
-    if len(documents) != 1:
-        return _FileResult(path=file, site=job.site, documents=len(documents), findings=(
+    if len(docs) != 1:
+        return _FileResult(path=file, site=job.site, documents=len(docs), findings=(
             _file_finding(file, rule="intent", message="expected exactly one YAML document, "
-                                                       f"found {len(documents)}"),))
-    location, doc = documents[0]
+                                                       f"found {len(docs)}"),))
+    location, doc = docs[0]
     assert job.site is not None
-    findings = validate.check_intent(doc, location=location, site=job.site)
+    findings = schemas.check_intent(doc, location=location, site=job.site)
     intent_id = None if findings else str(doc["spec"]["id"])
     return _FileResult(path=file, site=job.site, documents=1,
                        findings=tuple(positions.place(findings, data=data)),
@@ -328,15 +330,15 @@ def _check_intent(job: _Job, *, data: bytes,
 
 
 def _check_manifest(
-    manifest: bundle.Manifest, *, catalog: crdschema.Catalog,
-) -> tuple[list[validate.Finding], tuple[str, str, str, str] | None]:
+    manifest: documents.Manifest, *, catalog: crdschema.Catalog,
+) -> tuple[list[schemas.Finding], tuple[str, str, str, str] | None]:
     """One manifest's own rules; and its identity, when it has one, for the duplicate check."""
     assert _context is not None
     group, _ = crdschema.split_api_version(manifest.api_version)
     kind = manifest.kind
     by_crd = catalog.defines(group=group, kind=kind)
     # Exactly what sync checks (object rules, and schemas/ for the kinds it has one for)...
-    findings = validate.check_manifest(manifest)
+    findings = schemas.check_manifest(manifest)
     if any(f.rule != "schema" for f in findings):
         return findings, None  # the object's own fields are broken; nothing more to say
     # ...then what the API server will check.
@@ -353,7 +355,7 @@ def _check_manifest(
             namespaced = kubeschema.namespaced(group=group, kind=kind)
         else:
             core = "." not in group
-            findings.append(validate.Finding(
+            findings.append(schemas.Finding(
                 location=manifest.location, path="$.kind", keys=("kind",),
                 rule="unknown-kind", object=manifest.describe(),
                 severity=Severity.ERROR if core else Severity.WARNING,
@@ -361,21 +363,21 @@ def _check_manifest(
                          f"{manifest.api_version}" if core else
                          f"no CRD in the repository defines {kind} in {manifest.api_version}, "
                          "and Kubernetes does not serve it; its fields are not checked")))
-    elif not validate.has_shipped_schema(api_version=manifest.api_version, kind=kind):
-        findings.append(validate.Finding(
+    elif not schemas.has_shipped_schema(api_version=manifest.api_version, kind=kind):
+        findings.append(schemas.Finding(
             location=manifest.location, path="$.kind", keys=("kind",), rule="unknown-kind",
             object=manifest.describe(), severity=Severity.WARNING,
             message=f"no CRD in the repository and no schema in schemas/ for {kind} in "
                     f"{manifest.api_version}; its fields are not checked"))
     namespace = manifest.namespace or ""
     if namespaced is True and not namespace:
-        findings.append(validate.Finding(
+        findings.append(schemas.Finding(
             location=manifest.location, path="$.metadata", keys=("metadata",),
             rule="namespace-missing", object=manifest.describe(),
             message=f"{kind} is namespaced but has no metadata.namespace: it would land in "
                     "namespace 'default' of whatever cluster the site runs"))
     elif namespaced is False and namespace:
-        findings.append(validate.Finding(
+        findings.append(schemas.Finding(
             location=manifest.location, path="$.metadata.namespace",
             keys=("metadata", "namespace"), rule="namespace-ignored",
             object=manifest.describe(), severity=Severity.WARNING,
@@ -384,9 +386,9 @@ def _check_manifest(
     return findings, (group, kind, namespace, manifest.name)
 
 
-def _cross_file(results: Sequence[_FileResult], *, strict: bool) -> list[validate.Finding]:
+def _cross_file(results: Sequence[_FileResult], *, strict: bool) -> list[schemas.Finding]:
     """Duplicates within a site, and whether each manifest carries its site's intent id."""
-    found: list[validate.Finding] = []
+    found: list[schemas.Finding] = []
     intents = {r.site: r.intent_id for r in results if r.intent_id}
     by_site: dict[str | None, list[_Object]] = collections.defaultdict(list)
     for result in results:
@@ -399,7 +401,7 @@ def _cross_file(results: Sequence[_FileResult], *, strict: bool) -> list[validat
             earlier = first.setdefault((obj.identity, obj.intent_id), obj)
             if earlier is not obj:
                 scope = f"site {site}" if site else contract.CRDS_DIR.as_posix() + "/"
-                found.append(validate.Finding(
+                found.append(schemas.Finding(
                     location=obj.location, path="$.metadata.name", keys=("metadata", "name"),
                     rule="duplicate", object=obj.describe,
                     message=f"{obj.describe} is defined twice in {scope}: first at "
@@ -418,26 +420,26 @@ def _cross_file(results: Sequence[_FileResult], *, strict: bool) -> list[validat
             else:
                 message = (f"carries intent {obj.intent_id!r}, not {intent_id!r} of site "
                            f"{site}: the site would drop it")
-            found.append(validate.Finding(
-                location=obj.location, path=validate.json_path(keys), keys=keys,
+            found.append(schemas.Finding(
+                location=obj.location, path=schemas.json_path(keys), keys=keys,
                 rule="intent-mismatch", object=obj.describe, message=message,
                 severity=Severity.ERROR if strict else Severity.WARNING))
     return _place_all(found)
 
 
-def _place_all(findings: Sequence[validate.Finding]) -> list[validate.Finding]:
+def _place_all(findings: Sequence[schemas.Finding]) -> list[schemas.Finding]:
     assert _context is not None
-    by_file: dict[str, list[validate.Finding]] = collections.defaultdict(list)
+    by_file: dict[str, list[schemas.Finding]] = collections.defaultdict(list)
     for finding in findings:
         by_file[finding.location.file].append(finding)
-    placed: list[validate.Finding] = []
+    placed: list[schemas.Finding] = []
     for file, group in by_file.items():
         data = _context.tree.read(PurePosixPath(file), max_bytes=_context.limits.max_file_bytes)
         placed.extend(positions.place(group, data=data))
     return placed
 
 
-def _line(finding: validate.Finding) -> str:
+def _line(finding: schemas.Finding) -> str:
     """One finding on one line: line breaks in names or messages are shown as `\\n`."""
     parts = [finding.where(), finding.severity.value]
     if finding.object:

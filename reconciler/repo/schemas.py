@@ -1,4 +1,4 @@
-"""JSON Schema checks of the intent and of manifests. Called by bundle and reconcile.
+"""JSON Schema checks of the intent and of manifests. Called by bundle, the pipeline and validate.
 
 Every finding names the file, the document, the object and the JSON path of the
 offending field, so a user can go straight to the line to fix.
@@ -12,14 +12,12 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 
 from reconciler import contract
-
-if TYPE_CHECKING:  # bundle imports this module; the names are only for annotations
-    from reconciler import bundle
+from reconciler.repo import documents
 
 INTENT_SCHEMA = "intent.schema.json"
 _WAVE = re.compile(r"-?[0-9]+")
@@ -36,7 +34,7 @@ class Severity(enum.StrEnum):
 class Finding:
     """One broken rule in one document."""
 
-    location: bundle.Location
+    location: documents.Location
     path: str  # JSON path of the offending field, `$` for the document
     message: str
     rule: str  # e.g. schema, required-field, intent-site
@@ -121,14 +119,14 @@ def _kind_schemas() -> dict[tuple[str, str], str]:
 
 
 def schema_errors(
-    document: Any, *, schema: str, location: bundle.Location, rule: str = "schema", obj: str = ""
+    document: Any, *, schema: str, location: documents.Location, rule: str = "schema", obj: str = ""
 ) -> list[Finding]:
     """Every way `document` breaks the named schema, sorted by JSON path."""
     return findings_of(_validator(schema), document, location=location, rule=rule, obj=obj)
 
 
 def findings_of(validator: jsonschema.protocols.Validator, document: Any, *,
-                location: bundle.Location, rule: str, obj: str = "",
+                location: documents.Location, rule: str, obj: str = "",
                 prefix: str = "", redact: bool = False) -> list[Finding]:
     """Every error `validator` finds in `document`, as findings sorted by JSON path.
 
@@ -176,7 +174,7 @@ def _undeclared(error: jsonschema.ValidationError) -> list[str]:
             if name not in declared and not any(p.search(str(name)) for p in patterns)]
 
 
-def check_intent(document: Any, *, location: bundle.Location, site: str) -> list[Finding]:
+def check_intent(document: Any, *, location: documents.Location, site: str) -> list[Finding]:
     """The intent file against its schema, and naming the site it lives in."""
     findings = schema_errors(document, schema=INTENT_SCHEMA, location=location)
     if findings:
@@ -191,7 +189,7 @@ def check_intent(document: Any, *, location: bundle.Location, site: str) -> list
     return findings
 
 
-def check_manifests(manifests: Iterable[bundle.Manifest]) -> list[Finding]:
+def check_manifests(manifests: Iterable[documents.Manifest]) -> list[Finding]:
     """Required object fields, the annotation forms, and the schemas of the kinds we know."""
     findings: list[Finding] = []
     for manifest in manifests:
@@ -199,7 +197,7 @@ def check_manifests(manifests: Iterable[bundle.Manifest]) -> list[Finding]:
     return findings
 
 
-def check_manifest(manifest: bundle.Manifest) -> list[Finding]:
+def check_manifest(manifest: documents.Manifest) -> list[Finding]:
     """One manifest: object fields, annotation forms, and the schema in `schemas/` for its
     kind."""
     body = manifest.body

@@ -15,7 +15,7 @@ from typing import Any
 from ruamel import yaml as ruamel_yaml
 from ruamel.yaml import comments
 
-from reconciler import validate
+from reconciler.repo import schemas
 
 
 def locate(documents: Sequence[Any], *, document: int,
@@ -40,8 +40,8 @@ def locate(documents: Sequence[Any], *, document: int,
     return where
 
 
-def place(findings: Sequence[validate.Finding], *,
-          data: bytes) -> list[validate.Finding]:
+def place(findings: Sequence[schemas.Finding], *,
+          data: bytes) -> list[schemas.Finding]:
     """`findings` (all of one file) with the line and column of their fields filled in."""
     if not findings:
         return []

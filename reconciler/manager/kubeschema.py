@@ -17,7 +17,8 @@ import jsonschema
 import referencing
 from kubernetes_validate import utils as kv
 
-from reconciler import bundle, crdschema, validate
+from reconciler.manager import crdschema
+from reconciler.repo import documents, schemas
 
 RULE = "kube-schema"
 
@@ -88,7 +89,7 @@ def namespaced(*, group: str, kind: str) -> bool:
     return (group, kind) not in CLUSTER_SCOPED
 
 
-def check(manifest: bundle.Manifest, *, version: str) -> list[validate.Finding] | None:
+def check(manifest: documents.Manifest, *, version: str) -> list[schemas.Finding] | None:
     """The manifest against its kind's schema; None when Kubernetes has no such kind."""
     group, api = crdschema.split_api_version(manifest.api_version)
     validator = _validator(version, manifest.kind, group, api)
@@ -97,14 +98,14 @@ def check(manifest: bundle.Manifest, *, version: str) -> list[validate.Finding] 
     try:
         if validator.is_valid(dict(manifest.body)):
             return []
-        return validate.findings_of(validator, dict(manifest.body),
+        return schemas.findings_of(validator, dict(manifest.body),
                                     location=manifest.location, rule=RULE,
                                     obj=manifest.describe(), prefix=f"(Kubernetes {version}) ",
-                                    redact=validate.is_secret(manifest.body))
+                                    redact=schemas.is_secret(manifest.body))
     except RecursionError:
-        return [validate.Finding(
+        return [schemas.Finding(
             location=manifest.location, path="$", rule=RULE, object=manifest.describe(),
-            severity=validate.Severity.WARNING,
+            severity=schemas.Severity.WARNING,
             message=f"(Kubernetes {version}) not checked: nested too deeply to check")]
 
 

@@ -22,20 +22,11 @@ from typing import Any
 
 import git
 
-from reconciler import (
-    bundle,
-    cluster,
-    contract,
-    crdschema,
-    errors,
-    fence,
-    kubeschema,
-    rollout,
-    source,
-    state,
-    validate,
-)
-from reconciler import tree as trees
+from reconciler import cluster, contract, errors
+from reconciler.manager import crdschema, kubeschema
+from reconciler.repo import bundle, documents, schemas, source
+from reconciler.repo import tree as trees
+from reconciler.site import fence, rollout, state
 
 log = logging.getLogger("reconciler")
 
@@ -60,7 +51,7 @@ class ObjectPlan:
     ref: cluster.ObjectRef
     change: str  # created | configured | unchanged | applied (CRDs, offline) | fails | unknown
     wave: int | None  # None for the CRDs of crds/, applied before any wave
-    location: bundle.Location
+    location: documents.Location
     note: str = ""
 
 
@@ -82,7 +73,7 @@ class Plan:
     subject: str
     compared_with: str  # cluster | inventory
     accepted: fence.Accepted | None
-    intent: bundle.Intent | None = None
+    intent: documents.Intent | None = None
     decision: fence.Decision | None = None
     objects: tuple[ObjectPlan, ...] = ()
     prunes: tuple[PrunePlan, ...] = ()
@@ -147,7 +138,7 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
             f"{', '.join(sites) or 'none'})")
     try:
         site_bundle = bundle.load(tree=tree, site=options.site)
-        findings = validate.check_manifests([*site_bundle.crds, *site_bundle.manifests])
+        findings = schemas.check_manifests([*site_bundle.crds, *site_bundle.manifests])
         if findings:
             raise errors.ValidationError(f"{len(findings)} invalid manifest(s)",
                                          findings=[str(f) for f in findings])
@@ -170,7 +161,7 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
                                notes=tuple(notes))
 
 
-def _online(*, target: cluster.Cluster, site_bundle: bundle.Bundle, decision: fence.Decision,
+def _online(*, target: cluster.Cluster, site_bundle: documents.Bundle, decision: fence.Decision,
             current: state.SiteState) -> tuple[list[ObjectPlan], list[PrunePlan], list[str]]:
     site = site_bundle.site
     order = [*site_bundle.crds, *[m for _, items in rollout.plan_waves(decision.apply)
@@ -197,7 +188,7 @@ def _online(*, target: cluster.Cluster, site_bundle: bundle.Bundle, decision: fe
     return objects, prunes, []
 
 
-def _offline(*, repo: source.Source, site_bundle: bundle.Bundle, decision: fence.Decision,
+def _offline(*, repo: source.Source, site_bundle: documents.Bundle, decision: fence.Decision,
              current: state.SiteState) -> tuple[list[ObjectPlan], list[PrunePlan], list[str]]:
     site = site_bundle.site
     inventory = {entry.id: entry for entry in current.inventory}
@@ -228,7 +219,7 @@ def _offline(*, repo: source.Source, site_bundle: bundle.Bundle, decision: fence
     return objects, prunes, notes
 
 
-def _dropped(site_bundle: bundle.Bundle, decision: fence.Decision) -> list[bundle.Manifest]:
+def _dropped(site_bundle: documents.Bundle, decision: fence.Decision) -> list[documents.Manifest]:
     applied = {id(m) for m in decision.apply}
     return [m for m in site_bundle.manifests if id(m) not in applied]
 
@@ -273,7 +264,7 @@ class _Scope:
     """Which kinds are namespaced, without a cluster: Kubernetes' own list for built-in
     kinds, the repository's CRDs for the rest (as `validate` decides)."""
 
-    def __init__(self, site_bundle: bundle.Bundle,
+    def __init__(self, site_bundle: documents.Bundle,
                  inventory: tuple[state.InventoryEntry, ...] = ()) -> None:
         self._catalog = crdschema.Catalog()
         for manifest in [*site_bundle.crds, *site_bundle.manifests]:
@@ -282,7 +273,7 @@ class _Scope:
         self._recorded = {(cluster.ObjectRef(e.api_version, e.kind, None, e.name).group,
                            e.kind, e.name): e.namespace for e in inventory}
 
-    def ref(self, manifest: bundle.Manifest) -> cluster.ObjectRef:
+    def ref(self, manifest: documents.Manifest) -> cluster.ObjectRef:
         ref = cluster.ObjectRef.of(manifest.body)
         if ref.namespace is not None:
             return ref
@@ -377,7 +368,7 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _where(location: bundle.Location) -> str:
+def _where(location: documents.Location) -> str:
     return f"{location.file}:{location.line}" if location.line else location.file
 
 
@@ -411,5 +402,5 @@ def render_json(plan: Plan) -> str:
     }, indent=2)
 
 
-def _located(location: bundle.Location) -> Mapping[str, Any]:
+def _located(location: documents.Location) -> Mapping[str, Any]:
     return {"file": location.file, "line": location.line, "document": location.document}

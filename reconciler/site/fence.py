@@ -10,7 +10,7 @@ import dataclasses
 import enum
 from collections.abc import Collection, Sequence
 
-from reconciler import bundle
+from reconciler.repo import documents
 
 
 class Verdict(enum.StrEnum):
@@ -33,7 +33,7 @@ class Accepted:
 class Drop:
     """A manifest that was not applied, and why."""
 
-    location: bundle.Location
+    location: documents.Location
     object: str  # Kind/namespace/name
     carried: str | None  # the intent id it carried, None when it had none
     reason: str
@@ -46,7 +46,7 @@ class Decision:
     verdict: Verdict
     intent_id: str  # the intent in force after this decision
     reason: str
-    apply: tuple[bundle.Manifest, ...] = ()
+    apply: tuple[documents.Manifest, ...] = ()
     drops: tuple[Drop, ...] = ()
 
 
@@ -54,8 +54,8 @@ def decide(
     *,
     accepted: Accepted | None,
     superseded: Collection[str],
-    intent: bundle.Intent,
-    manifests: Sequence[bundle.Manifest],
+    intent: documents.Intent,
+    manifests: Sequence[documents.Manifest],
 ) -> Decision:
     """Decide on `intent` given what is in force, then fence the manifests.
 
@@ -76,7 +76,7 @@ def decide(
     return Decision(verdict=verdict, intent_id=intent.id, reason=reason, apply=apply, drops=drops)
 
 
-def _refusal(*, accepted: Accepted, superseded: Collection[str], intent: bundle.Intent) -> str:
+def _refusal(*, accepted: Accepted, superseded: Collection[str], intent: documents.Intent) -> str:
     both = intent.sequence is not None and accepted.sequence is not None
     if both and intent.sequence <= accepted.sequence:  # type: ignore[operator]
         return (
@@ -92,10 +92,10 @@ def _refusal(*, accepted: Accepted, superseded: Collection[str], intent: bundle.
 
 
 def split(
-    *, intent_id: str, manifests: Sequence[bundle.Manifest]
-) -> tuple[tuple[bundle.Manifest, ...], tuple[Drop, ...]]:
+    *, intent_id: str, manifests: Sequence[documents.Manifest]
+) -> tuple[tuple[documents.Manifest, ...], tuple[Drop, ...]]:
     """Manifests carrying `intent_id` to apply; every other one dropped with its reason."""
-    apply: list[bundle.Manifest] = []
+    apply: list[documents.Manifest] = []
     drops: list[Drop] = []
     for manifest in manifests:
         carried = manifest.intent_id

@@ -2,8 +2,8 @@
 
 Two threads share one site. The watcher fetches on a poll interval (with jitter) and, for
 a local repository, on file-system events on its refs (watchdog); it runs the front half
-of the pipeline (reconcile.evaluate) and hands plans to the worker. The worker runs the
-back half (reconcile.execute): the rollout, its health waits, prune.
+of the pipeline (pipeline.evaluate) and hands plans to the worker. The worker runs the
+back half (pipeline.execute): the rollout, its health waits, prune.
 
 Accepting a newer intent happens inside `_superseding()`, under the agent's lock: the
 running rollout's abort signal is set and its applies drained, any plan not yet started
@@ -21,10 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from reconciler import abort as aborts
-from reconciler import cluster, fence, reconcile, source, state
+from reconciler import cluster
+from reconciler.repo import source
+from reconciler.site import abort as aborts
+from reconciler.site import fence, pipeline, state
 
-log = logging.getLogger("reconciler.agent")
+log = logging.getLogger("reconciler.site.agent")
 
 STOP_JOIN_TIMEOUT = 4.0  # seconds: shutdown must finish within 5
 
@@ -35,7 +37,7 @@ class Agent:
     def __init__(
         self,
         *,
-        options: reconcile.Options,
+        options: pipeline.Options,
         store: state.FileStateStore,
         target: cluster.Cluster,
         interval: float = 30.0,
@@ -49,14 +51,14 @@ class Agent:
         self.jitter = jitter
         self.watch_files = watch_files
         self._rng = rng
-        self.box = reconcile.SiteBox(store)
+        self.box = pipeline.SiteBox(store)
         self.repo = source.Source(url=options.url, branch=options.branch,
                                   cache_dir=options.cache_dir)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._trigger = threading.Event()
         self._work = threading.Condition(self._lock)
-        self._pending: reconcile.Plan | None = None
+        self._pending: pipeline.Plan | None = None
         self._running: tuple[str, aborts.Abort] | None = None
         self._threads: list[threading.Thread] = []
         self._observer: object | None = None
@@ -120,7 +122,7 @@ class Agent:
             self._trigger.wait(delay)
 
     def _pass(self) -> None:
-        plan, _ = reconcile.evaluate(box=self.box, repo=self.repo, options=self.options,
+        plan, _ = pipeline.evaluate(box=self.box, repo=self.repo, options=self.options,
                                      superseding=self._superseding)
         self.passes += 1
         if plan is None or self._stop.is_set():
@@ -160,7 +162,7 @@ class Agent:
                 signal = aborts.Abort()
                 self._running = (plan.decision.intent_id, signal)
             try:
-                reconcile.execute(box=self.box, plan=plan, target=self.target,
+                pipeline.execute(box=self.box, plan=plan, target=self.target,
                                   options=self.options, abort=signal)
             except Exception:
                 log.exception("rollout of %s crashed", plan.decision.intent_id)

@@ -17,9 +17,11 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from reconciler import abort as aborts
-from reconciler import bundle, cluster, contract, errors, fence, rollout, source, state, validate
-from reconciler import tree as trees
+from reconciler import cluster, contract, errors
+from reconciler.repo import bundle, documents, schemas, source
+from reconciler.repo import tree as trees
+from reconciler.site import abort as aborts
+from reconciler.site import fence, rollout, state
 
 log = logging.getLogger("reconciler")
 
@@ -57,7 +59,7 @@ class Plan:
 
     commit: str
     decision: fence.Decision
-    site_bundle: bundle.Bundle
+    site_bundle: documents.Bundle
 
 
 class SiteBox:
@@ -125,7 +127,7 @@ def evaluate(
         stage = "bundle"
         site_bundle = bundle.load(tree=trees.GitTree(repo.commit(commit)), site=options.site)
         stage = "validate"
-        findings = validate.check_manifests([*site_bundle.crds, *site_bundle.manifests])
+        findings = schemas.check_manifests([*site_bundle.crds, *site_bundle.manifests])
         if findings:
             raise errors.ValidationError(
                 f"{len(findings)} invalid manifest(s): " + "; ".join(map(str, findings[:5])),
@@ -251,7 +253,7 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
         box.update(record)
 
 
-def _accept(current: state.SiteState, *, intent: bundle.Intent, commit: str) -> state.SiteState:
+def _accept(current: state.SiteState, *, intent: documents.Intent, commit: str) -> state.SiteState:
     """The state with `intent` accepted and the previous intent marked superseded."""
     old = current.accepted
     if old is not None:

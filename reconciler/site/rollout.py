@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from reconciler import abort as aborts
-from reconciler import bundle, cluster, contract, drift, errors, health, state
+from reconciler import cluster, contract, errors
+from reconciler.repo import documents
+from reconciler.site import abort as aborts
+from reconciler.site import drift, health, state
 
-log = logging.getLogger("reconciler.rollout")
+log = logging.getLogger("reconciler.site.rollout")
 
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts at a retryable apply
 CRD_ESTABLISH_TIMEOUT = 30.0
@@ -62,7 +64,7 @@ def kind_rank(kind: str) -> int:
     return _KIND_ORDER.get(kind, _CUSTOM_RANK)
 
 
-def desired(manifest: bundle.Manifest, *, site: str) -> dict[str, Any]:
+def desired(manifest: documents.Manifest, *, site: str) -> dict[str, Any]:
     """The object to apply: the manifest plus the labels every applied object carries."""
     body = copy.deepcopy(dict(manifest.body))
     metadata = dict(body.get("metadata") or {})
@@ -74,16 +76,18 @@ def desired(manifest: bundle.Manifest, *, site: str) -> dict[str, Any]:
     return body
 
 
-def plan_waves(manifests: Sequence[bundle.Manifest]) -> list[tuple[int, list[bundle.Manifest]]]:
+def plan_waves(
+    manifests: Sequence[documents.Manifest],
+) -> list[tuple[int, list[documents.Manifest]]]:
     """Manifests by wave, lowest first; within a wave by kind order, then by name."""
-    waves: dict[int, list[bundle.Manifest]] = {}
+    waves: dict[int, list[documents.Manifest]] = {}
     for manifest in manifests:
         waves.setdefault(manifest.wave, []).append(manifest)
     return [(wave, sorted(items, key=lambda m: (kind_rank(m.kind), m.name, m.namespace or "")))
             for wave, items in sorted(waves.items())]
 
 
-def wave_records(manifests: Sequence[bundle.Manifest]) -> tuple[state.WaveRecord, ...]:
+def wave_records(manifests: Sequence[documents.Manifest]) -> tuple[state.WaveRecord, ...]:
     """The pending record of every wave, before anything is applied."""
     return tuple(
         state.WaveRecord(wave=wave, phase=state.WavePhase.PENDING,
@@ -96,8 +100,8 @@ def run(
     *,
     target: cluster.Cluster,
     site: str,
-    crds: Sequence[bundle.Manifest],
-    manifests: Sequence[bundle.Manifest],
+    crds: Sequence[documents.Manifest],
+    manifests: Sequence[documents.Manifest],
     abort: aborts.Abort,
     on_progress: Callable[[tuple[state.WaveRecord, ...]], None],
     health_timeout: float = 600.0,
@@ -152,9 +156,9 @@ def run(
                       waves=tuple(records), message=str(exc))
 
 
-def _kind_groups(items: Sequence[bundle.Manifest]) -> list[list[bundle.Manifest]]:
+def _kind_groups(items: Sequence[documents.Manifest]) -> list[list[documents.Manifest]]:
     """Consecutive runs of the same kind rank: applied one run after the other."""
-    groups: list[list[bundle.Manifest]] = []
+    groups: list[list[documents.Manifest]] = []
     for manifest in items:
         if groups and kind_rank(groups[-1][0].kind) == kind_rank(manifest.kind):
             groups[-1].append(manifest)
@@ -163,7 +167,7 @@ def _kind_groups(items: Sequence[bundle.Manifest]) -> list[list[bundle.Manifest]
     return groups
 
 
-def _apply_group(*, target: cluster.Cluster, items: Sequence[bundle.Manifest], site: str,
+def _apply_group(*, target: cluster.Cluster, items: Sequence[documents.Manifest], site: str,
                  abort: aborts.Abort, live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
                  wave: int, intent_bound: bool = True) -> list[ObjectResult]:
     """Apply a group concurrently (bounded); all errors of the group in one ApplyError."""
@@ -188,7 +192,8 @@ def _apply_group(*, target: cluster.Cluster, items: Sequence[bundle.Manifest], s
     return done
 
 
-def ref_of(target: cluster.Cluster, manifest: bundle.Manifest, *, site: str) -> cluster.ObjectRef:
+def ref_of(target: cluster.Cluster, manifest: documents.Manifest, *,
+           site: str) -> cluster.ObjectRef:
     """The ref of the object a manifest describes, namespace defaulted as the server does."""
     return _key(target, desired(manifest, site=site))
 
@@ -206,7 +211,7 @@ def _key(target: cluster.Cluster, obj: Mapping[str, Any]) -> cluster.ObjectRef:
     return ref
 
 
-def _list_live(*, target: cluster.Cluster, manifests: Iterable[bundle.Manifest],
+def _list_live(*, target: cluster.Cluster, manifests: Iterable[documents.Manifest],
                site: str) -> dict[cluster.ObjectRef, Mapping[str, Any]]:
     """The site's live objects of every kind in `manifests`: one list per kind."""
     found: dict[cluster.ObjectRef, Mapping[str, Any]] = {}
@@ -224,7 +229,7 @@ def _list_live(*, target: cluster.Cluster, manifests: Iterable[bundle.Manifest],
 def _apply_one(
     *,
     target: cluster.Cluster,
-    manifest: bundle.Manifest,
+    manifest: documents.Manifest,
     site: str,
     abort: aborts.Abort,
     live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
@@ -291,7 +296,7 @@ def _imperative_editors(target: cluster.Cluster, body: Mapping[str, Any],
     return []
 
 
-def _await_crds(*, target: cluster.Cluster, crds: Sequence[bundle.Manifest],
+def _await_crds(*, target: cluster.Cluster, crds: Sequence[documents.Manifest],
                 abort: aborts.Abort) -> None:
     """Wait until every applied CRD's kind is served, so its objects can be applied."""
     kinds = []
@@ -322,7 +327,7 @@ def _await_crds(*, target: cluster.Cluster, crds: Sequence[bundle.Manifest],
                 target.refresh_discovery()
 
 
-def _await_healthy(*, target: cluster.Cluster, items: Sequence[bundle.Manifest], site: str,
+def _await_healthy(*, target: cluster.Cluster, items: Sequence[documents.Manifest], site: str,
                    wave: int, abort: aborts.Abort, timeout: float, poll_interval: float,
                    clock: Callable[[], float]) -> None:
     """Wait until every object of the wave is healthy; FAILED or a timeout is an error."""
@@ -376,8 +381,8 @@ class Preview:
     transient: bool = False  # the error could heal: the server did not answer, not refused
 
 
-def preview(*, target: cluster.Cluster, site: str, crds: Sequence[bundle.Manifest],
-            manifests: Sequence[bundle.Manifest]) -> list[Preview]:
+def preview(*, target: cluster.Cluster, site: str, crds: Sequence[documents.Manifest],
+            manifests: Sequence[documents.Manifest]) -> list[Preview]:
     """What run() would do to each object, in its order, without changing anything.
 
     `unchanged` when the live object already holds the manifest (as run() decides), else
@@ -411,7 +416,7 @@ def preview(*, target: cluster.Cluster, site: str, crds: Sequence[bundle.Manifes
                 pause.wait(delay)
         return target.apply(body, dry_run=True)
 
-    def one(manifest: bundle.Manifest, *, wave: int | None) -> Preview:
+    def one(manifest: documents.Manifest, *, wave: int | None) -> Preview:
         body = desired(manifest, site=site)
         ref = cluster.ObjectRef.of(body)
         try:

@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reconciler import bundle, errors, fence, validate
+from reconciler import errors
+from reconciler.repo import documents, schemas
+from reconciler.site import fence
 
 FORMAT_VERSION = 2  # 2: inventory entries carry their wave. Version 1 files still load.
 READABLE_VERSIONS = (1, 2)
@@ -334,9 +336,9 @@ class FileStateStore:
             os.close(dir_fd)
 
     def _check(self, data: Any, *, what: str) -> None:
-        problems = validate.schema_errors(
-            data, schema=validate.STATE_SCHEMA,
-            location=bundle.Location(file=str(self.path), document=0),
+        problems = schemas.schema_errors(
+            data, schema=schemas.STATE_SCHEMA,
+            location=documents.Location(file=str(self.path), document=0),
         )
         if problems:
             detail = "; ".join(p.short() for p in problems[:5])

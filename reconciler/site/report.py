@@ -7,7 +7,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from reconciler import durations, reconcile, state
+from reconciler import durations
+from reconciler.site import pipeline, state
 
 
 def _age(stamp: str | None, *, now: datetime.datetime | None = None) -> str:
@@ -94,7 +95,7 @@ def status_json(site: state.SiteState) -> str:
     return json.dumps(state.to_json(site), indent=2)
 
 
-def sync_text(result: reconcile.SyncResult) -> str:
+def sync_text(result: pipeline.SyncResult) -> str:
     """The summary `reconciler sync` prints when a pass ends."""
     lines = [f"{'ok' if result.ok else 'FAILED'}: site {result.site} at "
              f"{_short(result.commit)}: {result.message}"]
@@ -113,7 +114,7 @@ def sync_text(result: reconcile.SyncResult) -> str:
     return "\n".join(lines)
 
 
-def sync_json(result: reconcile.SyncResult) -> str:
+def sync_json(result: pipeline.SyncResult) -> str:
     return json.dumps({
         "ok": result.ok,
         "site": result.site,

@@ -31,7 +31,9 @@ import git
 from ruamel import yaml as ruamel_yaml
 from ruamel.yaml import error as yaml_error
 
-from reconciler import bundle, contract, errors, source, stamp, validate
+from reconciler import contract, errors
+from reconciler.manager import stamp
+from reconciler.repo import documents, schemas, source
 
 log = logging.getLogger("reconciler")
 
@@ -421,7 +423,7 @@ def _write_intent(data: bytes | None, *, site: str, intent_id: str, sequence: in
             (("spec", "id"), intent_id), (("spec", "sequence"), sequence),
             (("spec", "description"), description)])
     doc = ruamel_yaml.YAML(typ="safe").load(after)
-    findings = validate.check_intent(doc, location=bundle.Location(file=path, document=0, line=1),
+    findings = schemas.check_intent(doc, location=documents.Location(file=path, document=0, line=1),
                                      site=site)
     if findings:
         raise errors.ValidationError(

@@ -1,0 +1,1 @@
+"""The manager's tools: stamp, publish, validate, plan."""

@@ -1,0 +1,1 @@
+"""Reading a fleet repository at one revision: both sides use it."""

@@ -1,0 +1,1 @@
+"""The site reconciler, from the fence on. Never imports reconciler.manager."""
