@@ -6,6 +6,10 @@ manifest cannot until someone commits a fix.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 
 class ReconcilerError(Exception):
     """Base of every error the reconciler reports to a user."""
@@ -61,13 +65,36 @@ class StateLockedError(StateError):
     """Another reconciler holds the site's state lock."""
 
 
-class ClusterError(ReconcilerError):
-    """The cluster refused or failed a request."""
+@dataclasses.dataclass(frozen=True)
+class Cause:
+    """One entry of a Kubernetes Status's `details.causes`: what went wrong, and where.
 
-    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None) -> None:
+    `type` is the cause's `reason` in the JSON (Go's StatusCause.Type), e.g.
+    `FieldManagerConflict` or `FieldValueRequired`; `field` is its path, e.g. `.data.k`.
+    """
+
+    type: str | None
+    field: str | None
+    message: str
+
+
+class ClusterError(ReconcilerError):
+    """The cluster refused or failed a request.
+
+    `reason`, `details` and `causes` keep the API server's Status payload when it sent
+    one: `reason` its machine-readable reason (`Conflict`, `Invalid`, `NotFound`, ...),
+    `details` the Status's `details` as sent, `causes` its `details.causes`.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None,
+                 reason: str | None = None, details: Mapping[str, Any] | None = None,
+                 causes: tuple[Cause, ...] = ()) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        self.reason = reason
+        self.details = details
+        self.causes = causes
 
 
 class ApplyError(ClusterError):
@@ -75,7 +102,18 @@ class ApplyError(ClusterError):
 
 
 class ConflictError(ApplyError):
-    """Server-side apply found fields owned by another manager."""
+    """Server-side apply found fields owned by another manager.
+
+    `managers` names the field managers the conflict is with, each once, in the order
+    the server listed them.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None,
+                 reason: str | None = None, details: Mapping[str, Any] | None = None,
+                 causes: tuple[Cause, ...] = (), managers: tuple[str, ...] = ()) -> None:
+        super().__init__(message, retryable=retryable, status=status, reason=reason,
+                         details=details, causes=causes)
+        self.managers = managers
 
 
 class NotFoundError(ClusterError):
@@ -84,3 +122,9 @@ class NotFoundError(ClusterError):
 
 class AbortedError(ReconcilerError):
     """The rollout was stopped because a newer intent was accepted, or on shutdown."""
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected exception in one line, for a record: `KeyError: 'spec'`."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

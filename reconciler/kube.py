@@ -6,6 +6,7 @@ once, to errors.ClusterError and its kinds, each saying whether a retry can help
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -41,7 +42,7 @@ def connect(*, kubeconfig: Path | None = None, context: str | None = None,
             )
     except (kubernetes.config.ConfigException, OSError, TypeError, ValueError) as exc:
         where = path or str(default)
-        raise errors.UsageError(f"cannot load cluster config from {where}: {exc}") from None
+        raise errors.UsageError(f"cannot load cluster config from {where}: {exc}") from exc
     return KubeCluster(kubernetes.client.ApiClient(configuration), force_conflicts=force_conflicts)
 
 
@@ -76,8 +77,10 @@ class KubeCluster:
             raise errors.ClusterError(
                 f"{what or path}: cannot reach the API server at {self.server}: "
                 f"{type(exc).__name__}", retryable=True,
-            ) from None
+            ) from exc
         except kubernetes.client.ApiException as exc:
+            # from None: the cause would carry the response body, where the server echoes
+            # rejected values back (a Secret's data, say).
             raise errors.ClusterError(f"{what or path}: {exc.reason}", retryable=True) from None
         try:
             data = json.loads(raw) if raw else None
@@ -87,18 +90,33 @@ class KubeCluster:
 
     @staticmethod
     def _fail(status: int, data: Any, *, what: str, action: str) -> errors.ClusterError:
-        message = data.get("message") if isinstance(data, dict) else None
-        if message and what.startswith("Secret/"):
-            # The server echoes rejected values back; a Secret's must never reach a log.
-            message = _ECHOED_VALUE.sub(r"\1<redacted>", message)
-        reason = data.get("reason") if isinstance(data, dict) else None
+        """The error for a non-2xx answer; `data` is its decoded body, a Status when the
+        API server sent one: its message, reason, details and causes are kept."""
+        body: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
+        message = _text(body.get("message"))
+        reason = _text(body.get("reason"))
+        details = body.get("details") if isinstance(body.get("details"), Mapping) else None
+        causes = _causes(details)
+        if what.startswith("Secret/"):
+            # The server echoes rejected values back, in the message and in each cause;
+            # a Secret's must never reach a log.
+            message = _redact(message)
+            causes = tuple(dataclasses.replace(c, message=_redact(c.message) or "")
+                           for c in causes)
+            if details is not None and "causes" in details:
+                details = {**details, "causes": [
+                    {k: _redact(v) if k == "message" and isinstance(v, str) else v
+                     for k, v in cause.items()} if isinstance(cause, Mapping) else cause
+                    for cause in details["causes"] or []]}
+        payload: dict[str, Any] = {"status": status, "reason": reason, "details": details,
+                                   "causes": causes}
         text = f"{what} {action} failed: {message or f'HTTP {status}'}"
         if status == 404:
-            return errors.NotFoundError(text, status=status)
+            return errors.NotFoundError(text, **payload)
         if status == 409 and action == "apply":
             return errors.ConflictError(
                 text + " (another field manager owns these fields; --force-conflicts takes them)",
-                status=status,
+                managers=_conflicting_managers(causes), **payload,
             )
         retryable = status in (408, 429) or status >= 500 or reason == "ServerTimeout"
         if message and message.startswith("failed to create typed patch object"):
@@ -107,7 +125,7 @@ class KubeCluster:
             retryable = False
             text += " (the manifest does not match its CRD's schema)"
         kind = errors.ApplyError if action == "apply" else errors.ClusterError
-        return kind(text, retryable=retryable, status=status)
+        return kind(text, retryable=retryable, **payload)
 
     # --- discovery ----------------------------------------------------------------------
 
@@ -235,3 +253,60 @@ class KubeCluster:
 
     def close(self) -> None:
         self._api.close()
+
+
+# --- the Status payload -------------------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _redact(message: str | None) -> str | None:
+    return _ECHOED_VALUE.sub(r"\1<redacted>", message) if message else message
+
+
+def _causes(details: Mapping[str, Any] | None) -> tuple[errors.Cause, ...]:
+    """`details.causes` of a Status. Each cause's `type` is its JSON `reason` (Go's
+    StatusCause.Type is serialised as `reason`), e.g. FieldManagerConflict."""
+    found = []
+    for cause in (details or {}).get("causes") or []:
+        if isinstance(cause, Mapping):
+            found.append(errors.Cause(type=_text(cause.get("reason")),
+                                      field=_text(cause.get("field")),
+                                      message=_text(cause.get("message")) or ""))
+    return tuple(found)
+
+
+_CONFLICT_PREFIX = "conflict with "
+
+
+def _conflicting_managers(causes: tuple[errors.Cause, ...]) -> tuple[str, ...]:
+    """The field managers named by an apply conflict's FieldManagerConflict causes, each
+    once, in the server's order.
+
+    The API server names the manager only in the cause's message, which its field manager
+    (k8s.io/apimachinery, managedfields/internal/conflict.go, printManager) writes in one
+    format: `conflict with ` then the name as Go's %q quotes it, then optionally
+    ` with subresource "status"`, and ` using apps/v1` for an Update manager, e.g.
+    `conflict with "kubectl-client-side-apply" using apps/v1`. (printManager can add
+    ` at <time>`, but the manager identifier it prints has no time: kube-apiserver v1.37.2
+    never sends it; the embedded local cluster does.) The quoted name is read as the
+    quoted string it is (Go's %q of a printable name, as managers must be, is a JSON
+    string), with plain string operations, never a regular expression. A cause in another
+    format names no manager.
+    """
+    names: dict[str, None] = {}
+    for cause in causes:
+        if cause.type != "FieldManagerConflict":
+            continue
+        quoted = cause.message.removeprefix(_CONFLICT_PREFIX)
+        if quoted == cause.message or not quoted.startswith('"'):
+            continue
+        try:
+            name, _ = json.JSONDecoder().raw_decode(quoted)
+        except ValueError:
+            continue
+        if isinstance(name, str) and name:
+            names[name] = None
+    return tuple(names)

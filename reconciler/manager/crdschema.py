@@ -19,8 +19,6 @@ import referencing.exceptions
 
 from reconciler.repo import documents, schemas
 
-CRD_API_GROUP = "apiextensions.k8s.io"
-CRD_KIND = "CustomResourceDefinition"
 RULE = "crd-schema"
 
 
@@ -28,11 +26,6 @@ def split_api_version(api_version: str) -> tuple[str, str]:
     """`apps/v1` -> (`apps`, `v1`); `v1` -> (``, `v1`)."""
     group, _, version = api_version.rpartition("/")
     return group, version
-
-
-def is_crd(manifest: documents.Manifest) -> bool:
-    return (manifest.kind == CRD_KIND
-            and split_api_version(manifest.api_version)[0] == CRD_API_GROUP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,29 +50,13 @@ class Catalog:
         self._broken: dict[tuple[str, str, str], str] = {}
 
     def add(self, manifest: documents.Manifest) -> None:
-        """Record the kind a CRD manifest defines; a malformed CRD is skipped (the CRD's own
+        """Record the kinds a CRD manifest serves; a malformed CRD is skipped (the CRD's own
         schema check reports it)."""
-        spec = manifest.body.get("spec")
-        if not isinstance(spec, Mapping):
-            return
-        group, names = spec.get("group"), spec.get("names")
-        if not isinstance(group, str) or not isinstance(names, Mapping):
-            return
-        kind = names.get("kind")
-        versions = spec.get("versions")
-        if not isinstance(kind, str) or not isinstance(versions, list):
-            return
-        namespaced = spec.get("scope", "Namespaced") != "Cluster"
-        for entry in versions:
-            if not isinstance(entry, Mapping) or not entry.get("served", True):
-                continue
-            schema = entry.get("schema")
-            schema = schema.get("openAPIV3Schema") if isinstance(schema, Mapping) else None
-            served = Served(crd=manifest.name, group=group, version=str(entry.get("name")),
-                            kind=kind, namespaced=namespaced,
-                            schema=schema if isinstance(schema, Mapping) else None,
+        for kind in documents.served_kinds(manifest):
+            served = Served(crd=manifest.name, group=kind.group, version=kind.version,
+                            kind=kind.kind, namespaced=kind.namespaced, schema=kind.schema,
                             location=manifest.location)
-            self._served.setdefault((group, kind), {})[served.version] = served
+            self._served.setdefault((kind.group, kind.kind), {})[kind.version] = served
 
     def defines(self, *, group: str, kind: str) -> bool:
         return (group, kind) in self._served
@@ -142,7 +119,7 @@ def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
             re.compile(pattern)
         except re.error as exc:
             raise jsonschema.SchemaError(f"pattern {pattern!r} is not a regular expression "
-                                         f"({exc})") from None
+                                         f"({exc})") from exc
     return jsonschema.Draft4Validator(structural)
 
 

@@ -33,7 +33,8 @@ from ruamel.yaml import error as yaml_error
 
 from reconciler import contract, errors
 from reconciler.manager import stamp
-from reconciler.repo import documents, schemas, source
+from reconciler.repo import bundle, documents, schemas, source
+from reconciler.repo import tree as trees
 
 log = logging.getLogger("reconciler")
 
@@ -170,9 +171,7 @@ def publish(*, options: Options,
     PublishError (or PushError, after the commit) for a failure.
     """
     site = options.site
-    if not contract.SITE_NAME_PATTERN.match(site):
-        raise errors.UsageError(f"invalid site name {site!r}: use lower-case letters, digits, "
-                                f"'-' and '.'")
+    bundle.check_site_name(site)
     if not options.message.strip():
         raise errors.UsageError("the commit message (-m) is empty")
     if options.sequence is not None and options.sequence < 0:
@@ -186,18 +185,15 @@ def publish(*, options: Options,
     root = Path(str(repo.working_tree_dir))
     site_dir = contract.site_dir(site)
     if not (root / site_dir).is_dir():
-        sites_root = root / contract.SITES_DIR
-        known = sorted(p.name for p in sites_root.iterdir() if p.is_dir()) \
-            if sites_root.is_dir() else []
-        raise errors.UsageError(f"{site_dir}/: no such site in {root} (sites: "
-                                f"{', '.join(known) or 'none'})")
+        raise bundle.missing_site(trees.DirTree(root), site, where=str(root),
+                                  kind=errors.UsageError)
 
     # Everything publish writes must be a regular file inside the work tree.
-    for path in (contract.SITES_DIR, site_dir, contract.intent_path(site),
-                 contract.manifests_dir(site)):
-        if (root / path).is_symlink():
+    for written in (contract.SITES_DIR, site_dir, contract.intent_path(site),
+                    contract.manifests_dir(site)):
+        if (root / written).is_symlink():
             raise errors.UsageError(
-                f"{path}: a symlink; sites refuse symlinks, and publish writes only regular "
+                f"{written}: a symlink; sites refuse symlinks, and publish writes only regular "
                 "files inside the repository")
 
     # A dirty tree is refused before anything is written.
@@ -289,23 +285,12 @@ def publish(*, options: Options,
 def _open(path: Path) -> git.Repo:
     try:
         repo = git.Repo(path, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
         raise errors.UsageError(f"{path}: not a Git work tree (--repo names the checkout "
-                                f"of the fleet repository)") from None
+                                f"of the fleet repository)") from exc
     if repo.bare or repo.working_tree_dir is None:
         raise errors.UsageError(f"{path}: a bare repository; publish needs a work tree")
     return repo
-
-
-def _clean(exc: git.GitCommandError) -> str:
-    """git's stderr in one line, with any credentials in URLs redacted."""
-    text = str(exc.stderr or "").strip()
-    text = re.sub(r"^stderr:\s*'?|'$", "", text).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    text = "; ".join(lines) or f"git exited with {exc.status}"
-    text = re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S+",
-                  lambda m: source.redact_url(m.group(0)), text)
-    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
 
 
 def _git(repo: git.Repo, command: str, *args: str, what: str, **kwargs: Any) -> str:
@@ -313,7 +298,10 @@ def _git(repo: git.Repo, command: str, *args: str, what: str, **kwargs: Any) -> 
     try:
         output: str = getattr(repo.git, command)(*args, **kwargs)
     except git.GitCommandError as exc:
-        raise PublishError(f"{what} failed: {_clean(exc)}") from None
+        # The commands run here (status, log, add, commit, ...) never name a remote's URL:
+        # the cause carries no credential.
+        detail = source.clean_git_error(exc.stderr, status=exc.status)
+        raise PublishError(f"{what} failed: {detail}") from exc
     return output
 
 
@@ -385,9 +373,9 @@ def _earlier_ids(repo: git.Repo, *, site: str, path: PurePosixPath) -> dict[str,
     shas = _git(repo, "log", "--format=%H", f"--max-count={_MAX_INTENT_HISTORY}", "HEAD",
                 "--", str(path), what="reading the history").split()
     for sha in shas:
-        intent_id = _intent_at(repo, rev=sha, path=path).get("id")
-        if isinstance(intent_id, str):
-            found.setdefault(intent_id, sha)
+        earlier_id = _intent_at(repo, rev=sha, path=path).get("id")
+        if isinstance(earlier_id, str):
+            found.setdefault(earlier_id, sha)
     return found
 
 
@@ -436,9 +424,9 @@ def _push_target(repo: git.Repo, *, remote: str | None) -> PushTarget:
     """The remote and ref to push to, checked before anything is committed."""
     try:
         branch = repo.active_branch
-    except TypeError:
+    except TypeError as exc:
         raise errors.UsageError("HEAD is detached: check out the branch to publish on before "
-                                "--push") from None
+                                "--push") from exc
     ref = f"refs/heads/{branch.name}"
     if remote is None:
         tracking = branch.tracking_branch()
@@ -491,7 +479,7 @@ def _commit(repo: git.Repo, *, root: Path, site_dir: PurePosixPath,
             hint = (" (check user.signingkey, gpg.format and that the key is usable: see "
                     "docs/manager.md)") if sign else ""
             raise PublishError(f"{exc}{hint}; nothing was committed, and the files and the "
-                               f"index are as they were") from None
+                               f"index are as they were") from exc
         raise
     finally:
         shutil.rmtree(backup_dir, ignore_errors=True)
@@ -506,36 +494,57 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def _non_interactive(repo: git.Repo) -> dict[str, str]:
-    """Fail, never prompt, for a password or a host key (an ssh command the user configured
-    in GIT_SSH_COMMAND or core.sshCommand is kept as it is)."""
-    env = {"GIT_TERMINAL_PROMPT": "0"}
-    configured = repo.config_reader().get_value("core", "sshCommand", "")
-    if not os.environ.get("GIT_SSH_COMMAND") and not configured:
-        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
-    return env
+@dataclasses.dataclass(frozen=True)
+class _RefStatus:
+    """One ref's line of `git push --porcelain`: `<flag>\\t<from>:<to>\\t<summary>`."""
+
+    flag: str  # "!" rejected or failed; " ", "+", "*", "-", "=" done
+    summary: str  # e.g. "[rejected] (fetch first)", "[remote rejected] (hook declined)"
+
+    @property
+    def rejected(self) -> bool:
+        """Refused because the remote ref has commits we lack (non-fast-forward, fetch
+        first, stale info): git's PushInfo.REJECTED, not a remote's refusal."""
+        return self.flag == "!" and self.summary.startswith("[rejected]")
+
+
+def _ref_status(porcelain: str, *, ref: str) -> _RefStatus | None:
+    """The status of `ref` in `git push --porcelain` output (git's documented machine
+    format, one tab-separated line per ref), or None when git printed none."""
+    for line in porcelain.splitlines():
+        fields = line.split("\t")
+        if len(fields) == 3 and fields[1].rpartition(":")[2] == ref:
+            return _RefStatus(flag=fields[0], summary=fields[2])
+    return None
 
 
 def _push(repo: git.Repo, *, target: PushTarget, published: Published) -> None:
     sha = published.commit or "HEAD"
     retry = f"git push {target.remote} HEAD:{target.ref}"
-    try:
-        with repo.git.custom_environment(**_non_interactive(repo)):
-            repo.git.push(target.remote, f"HEAD:{target.ref}")
-    except git.GitCommandError as exc:
-        detail = _clean(exc)
-        if re.search(r"rejected|non-fast-forward|fetch first", detail):
-            branch = target.ref.removeprefix("refs/heads/")
-            raise PushError(
-                f"push to {target.remote} ({target.url}) was rejected: {target.ref} there has "
-                f"commits this branch lacks (non-fast-forward). The intent commit {sha[:12]} "
-                f"stays in the local branch: fetch and rebase onto it (git pull --rebase "
-                f"{target.remote} {branch}), check nobody published a newer intent for "
-                f"{published.site} meanwhile, then push ({retry})",
-                published=published) from None
-        raise PushError(f"push to {target.remote} ({target.url}) failed: {detail}. The intent "
-                        f"commit {sha[:12]} stays in the local branch: push it with {retry}",
-                        published=published) from None
+    with repo.git.custom_environment(**source.git_environment(repo)):
+        # Status and output, not a GitCommandError: nothing to chain that holds git's raw
+        # stderr, which can carry the remote URL's token.
+        status, out, err = repo.git.push(
+            "--porcelain", target.remote, f"HEAD:{target.ref}",
+            with_extended_output=True, with_exceptions=False)
+    if status == 0:
+        return
+    ref_status = _ref_status(out, ref=target.ref)
+    if ref_status is not None and ref_status.rejected:
+        branch = target.ref.removeprefix("refs/heads/")
+        raise PushError(
+            f"push to {target.remote} ({target.url}) was rejected: {target.ref} there has "
+            f"commits this branch lacks (non-fast-forward). The intent commit {sha[:12]} "
+            f"stays in the local branch: fetch and rebase onto it (git pull --rebase "
+            f"{target.remote} {branch}), check nobody published a newer intent for "
+            f"{published.site} meanwhile, then push ({retry})",
+            published=published)
+    detail = source.clean_git_error(err, status=status).rstrip(".")
+    if ref_status is not None and ref_status.flag == "!":
+        detail = f"{ref_status.summary}; {detail}"  # e.g. [remote rejected] (hook declined)
+    raise PushError(f"push to {target.remote} ({target.url}) failed: {detail}. The intent "
+                    f"commit {sha[:12]} stays in the local branch: push it with {retry}",
+                    published=published)
 
 
 # --- reports --------------------------------------------------------------------------------

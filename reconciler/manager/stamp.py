@@ -30,6 +30,7 @@ from ruamel.yaml import error as yaml_error
 from ruamel.yaml import events as yaml_events
 
 from reconciler import contract, errors
+from reconciler.repo import bundle
 
 _NULLS = ("", "~", "null", "Null", "NULL")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -143,9 +144,11 @@ def _parse(text: str, *, file: str) -> list[_Document]:
     except yaml_error.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        raise StampError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
+        # from None: the cause would carry ruamel's text, which quotes a duplicate key's
+        # values (a Secret's data, say); bundle.yaml_problem() leaves them out.
+        raise StampError(f"{where}: invalid YAML: {bundle.yaml_problem(exc)}") from None
     except (yaml_error.YAMLError, RecursionError, TypeError) as exc:
-        raise StampError(f"{file}: invalid YAML: {exc}") from None
+        raise StampError(f"{file}: invalid YAML: {exc}") from exc
     if len(roots) != len(data):  # pragma: no cover - both parsers read the same stream
         raise StampError(f"{file}: the YAML parsers disagree on the number of documents")
     return [_Document(index=i, root=root, data=doc)
@@ -175,7 +178,7 @@ def _build(stream: Iterator[Any]) -> list[_Node | None]:
         elif pending_key[-1] is None:
             pending_key[-1] = node
         else:
-            parent.pairs.append((pending_key[-1], node))  # type: ignore[arg-type]
+            parent.pairs.append((pending_key[-1], node))
             pending_key[-1] = None
 
     for event in stream:
@@ -483,7 +486,7 @@ def _decode(data: bytes, *, file: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise StampError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise StampError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
 def _apply(text: str, edits: Sequence[_Edit]) -> str:
@@ -508,7 +511,7 @@ def _verify(*, file: str, before: Sequence[_Document], after_text: str,
         after = list(ruamel_yaml.YAML(typ="safe").load_all(after_text))
     except (yaml_error.YAMLError, TypeError) as exc:
         raise StampError(f"{file}: the edit would make the file unreadable ({exc}); the "
-                         f"layout is unusual: stamp this file by hand") from None
+                         f"layout is unusual: stamp this file by hand") from exc
     if len(after) != len(before):
         raise StampError(f"{file}: the edit would change the number of documents; the "
                          f"layout is unusual: stamp this file by hand")
@@ -562,7 +565,7 @@ def stamp_file(data: bytes, *, file: str, intent_id: str) -> StampResult:
             edit = _plan_set(text, mapping=document.root, owner=None, owner_indent=0,
                              path=path, value=intent_id, first=True, after=None, names=[])
         except _Refused as exc:
-            raise StampError(f"{_where(file, document, exc.line)} {obj}: {exc}") from None
+            raise StampError(f"{_where(file, document, exc.line)} {obj}: {exc}") from exc
         if edit is None:
             stamps.append(DocumentStamp(document.index, document.root.line + 1, obj,
                                         Action.UNCHANGED, intent_id))
@@ -602,7 +605,7 @@ def set_values(data: bytes, *, file: str,
             edit = _plan_set(text, mapping=document.root, owner=None, owner_indent=0,
                              path=path, value=value, first=False, after=after, names=[])
         except _Refused as exc:
-            raise StampError(f"{_where(file, document, exc.line)}: {exc}") from None
+            raise StampError(f"{_where(file, document, exc.line)}: {exc}") from exc
         if edit is not None:
             text = _apply(text, [edit])
     _verify(file=file, before=original, after_text=text,

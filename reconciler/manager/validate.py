@@ -128,14 +128,14 @@ def run(*, options: Options) -> Report:
     try:
         has_sites = tree.is_dir(contract.SITES_DIR)
     except errors.BundleError as exc:
-        raise errors.UsageError(str(exc)) from None
+        raise errors.UsageError(str(exc)) from exc
     if not has_sites:
         raise errors.UsageError(
             f"{root}: no {contract.SITES_DIR}/ folder; is this a fleet repository checkout?")
     try:
         kube_version = kubeschema.resolve_version(options.kube_version)
     except ValueError as exc:
-        raise errors.UsageError(str(exc)) from None
+        raise errors.UsageError(str(exc)) from exc
 
     findings: list[schemas.Finding] = []
     by_site = _site_files(tree)
@@ -182,7 +182,7 @@ def _listing(tree: trees.DirTree, folder: PurePosixPath) -> list[PurePosixPath]:
     try:
         return list(tree.files(folder))
     except errors.BundleError as exc:
-        raise errors.UsageError(str(exc)) from None
+        raise errors.UsageError(str(exc)) from exc
 
 
 def _yaml_files(tree: trees.DirTree, folder: PurePosixPath) -> list[PurePosixPath]:
@@ -193,10 +193,11 @@ def _site_jobs(tree: trees.DirTree, *, site: str, files: Sequence[PurePosixPath]
                findings: list[schemas.Finding]) -> list[_Job]:
     intent = contract.intent_path(site)
     manifests = contract.manifests_dir(site)
-    if not contract.SITE_NAME_PATTERN.match(site):
+    try:
+        bundle.check_site_name(site)
+    except errors.UsageError as exc:  # a finding here: the folder exists, the name is wrong
         findings.append(_file_finding(str(contract.site_dir(site)), rule="site-name",
-                                      message=f"site name {site!r} is not a valid site name "
-                                              "(lower-case letters, digits, '-' and '.')"))
+                                      message=str(exc)))
     jobs = []
     if intent in files:
         jobs.append(_Job(path=intent, role="intent", site=site))
@@ -247,7 +248,7 @@ def _catalogs(tree: trees.DirTree,
             continue
         try:
             data = tree.read(job.path, max_bytes=bundle.Limits().max_file_bytes)
-            if job.role == "manifest" and crdschema.CRD_KIND.encode() not in data:
+            if job.role == "manifest" and documents.CRD_KIND.encode() not in data:
                 continue
             docs = bundle.parse_documents(data, file=str(job.path))
         except errors.BundleError:
@@ -255,7 +256,7 @@ def _catalogs(tree: trees.DirTree,
         for location, doc in docs:
             manifest = documents.Manifest(location=location, body=doc) \
                 if isinstance(doc, Mapping) else None
-            if manifest is not None and crdschema.is_crd(manifest):
+            if manifest is not None and documents.is_crd(manifest):
                 (shared if job.role == "crd" else own[job.site]).append(manifest)
     catalogs: dict[str | None, crdschema.Catalog] = {}
     for site in {None, *(job.site for job in jobs)}:

@@ -48,17 +48,38 @@ def load(*, tree: trees.Tree, site: str, limits: Limits = Limits()) -> documents
     Raises BundleError (unreadable, missing, unsafe) or ValidationError (the intent
     breaks its schema). Manifests are checked later, by schemas.check_manifests().
     """
-    if not contract.SITE_NAME_PATTERN.match(site):
-        raise errors.UsageError(f"invalid site name {site!r}: use lower-case letters, digits, '-'")
-    site_dir = contract.site_dir(site)
-    if not tree.is_dir(site_dir):
-        sites = sorted(p.parts[1] for p in tree.files(contract.SITES_DIR) if len(p.parts) > 2)
-        known = ", ".join(sorted(set(sites))) or "none"
-        raise errors.BundleError(f"{site_dir}/: no such site in the repository (sites: {known})")
+    check_site_name(site)
+    if not tree.is_dir(contract.site_dir(site)):
+        raise missing_site(tree, site, where="the repository")
     intent = _load_intent(tree=tree, site=site, limits=limits)
     manifests = _load_folder(tree=tree, folder=contract.manifests_dir(site), limits=limits)
     crds = _load_folder(tree=tree, folder=contract.CRDS_DIR, limits=limits)
     return documents.Bundle(site=site, intent=intent, manifests=manifests, crds=crds)
+
+
+def check_site_name(site: str) -> None:
+    """Refuse a name no site can have (contract.SITE_NAME_PATTERN), before any path is built
+    from it: the one check sync, plan and publish make. Raises UsageError."""
+    if not contract.SITE_NAME_PATTERN.match(site):
+        raise errors.UsageError(
+            f"invalid site name {site!r}: use lower-case letters, digits, '-' and '.', "
+            "at most 63, starting and ending with a letter or digit")
+
+
+def site_names(tree: trees.Tree) -> list[str]:
+    """The sites a tree holds: the folders of `sites/` with at least one file, sorted."""
+    return sorted({p.parts[1] for p in tree.files(contract.SITES_DIR) if len(p.parts) > 2})
+
+
+def missing_site(tree: trees.Tree, site: str, *, where: str,
+                 kind: type[errors.ReconcilerError] = errors.BundleError,
+                 ) -> errors.ReconcilerError:
+    """The error for a site `tree` does not hold, naming the sites it does: the one "no such
+    site" message. `where` says which tree (`the repository`, a checkout's path, `<url> at
+    <ref>`); `kind` is BundleError, or UsageError where the user named the site. For the
+    caller to raise: `raise bundle.missing_site(tree, site, where=...)`."""
+    known = ", ".join(site_names(tree)) or "none"
+    return kind(f"{contract.site_dir(site)}/: no such site in {where} (sites: {known})")
 
 
 def _load_intent(*, tree: trees.Tree, site: str, limits: Limits) -> documents.Intent:
@@ -123,18 +144,20 @@ def parse_documents(
         docs = list(loader.load_all(data))
     except yaml_error.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = yaml_problem(exc)
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
         where = f"{file}:{line}:{column}" if mark else file
+        # from None: the cause would carry ruamel's text, which quotes a duplicate key's
+        # values (a Secret's data, say).
         raise errors.YAMLSyntaxError(f"{where}: invalid YAML: {problem}", file=file, line=line,
                                      column=column, problem=problem) from None
     except (yaml_error.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise errors.YAMLSyntaxError(f"{file}: invalid YAML: {exc}", file=file,
-                                     problem=str(exc)) from None
+                                     problem=str(exc)) from exc
     except TypeError as exc:  # e.g. a list used as a mapping key: unhashable
         problem = f"unsupported mapping key ({exc})"
         raise errors.YAMLSyntaxError(f"{file}: invalid YAML: {problem}", file=file,
-                                     problem=problem) from None
+                                     problem=problem) from exc
     if len(docs) > limits.max_documents:
         raise errors.BundleError(
             f"{file}: {len(docs)} documents, over the limit of {limits.max_documents}"
@@ -150,6 +173,20 @@ def parse_documents(
             _check_size(doc, location=location, budget=limits.max_nodes)
         found.append((location, doc))
     return found
+
+
+def yaml_problem(exc: yaml_error.MarkedYAMLError) -> str:
+    """What a YAML error says is wrong, for a message: never a value of the document.
+
+    ruamel quotes both values of a duplicate key (`found duplicate key "k" with value "v"
+    (original value: "w")`), and they may be a Secret's: the key is kept, the values are
+    dropped, with plain string operations on that one message format (to redact it, not
+    to read structure from it). Stamping (manager.stamp) words its YAML errors with this too.
+    """
+    problem = str(exc.problem or exc.context or "invalid YAML")
+    if isinstance(exc, constructor.DuplicateKeyError):
+        problem = problem.partition(' with value "')[0]
+    return problem
 
 
 class _Resolver(resolver.VersionedResolver):

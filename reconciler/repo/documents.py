@@ -14,6 +14,14 @@ from typing import Any
 from reconciler import contract
 
 
+def position(file: str, line: int | None = None, column: int | None = None) -> str:
+    """`file`, `file:line` or `file:line:column`: how every message and report names a
+    place in a file, as compilers and editors read it."""
+    if not line:
+        return file
+    return f"{file}:{line}:{column}" if column else f"{file}:{line}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Location:
     """Where a document came from: file, 0-based document index, 1-based line."""
@@ -22,9 +30,13 @@ class Location:
     document: int
     line: int | None = None
 
+    @property
+    def position(self) -> str:
+        """`file:line` of the document's start (`file` when the line is unknown)."""
+        return position(self.file, self.line)
+
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where} (document {self.document + 1})"
+        return f"{self.position} (document {self.document + 1})"
 
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "document": self.document, "line": self.line}
@@ -105,3 +117,51 @@ class Bundle:
     intent: Intent
     manifests: tuple[Manifest, ...]
     crds: tuple[Manifest, ...]
+
+
+CRD_GROUP = "apiextensions.k8s.io"
+CRD_KIND = "CustomResourceDefinition"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedKind:
+    """One version of a kind that a CRD manifest serves."""
+
+    group: str
+    version: str
+    kind: str
+    namespaced: bool
+    schema: Mapping[str, Any] | None  # the version's openAPIV3Schema, when it has one
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+
+def is_crd(manifest: Manifest) -> bool:
+    """A CustomResourceDefinition, of any version of its API group."""
+    return manifest.kind == CRD_KIND and manifest.api_version.rpartition("/")[0] == CRD_GROUP
+
+
+def served_kinds(manifest: Manifest) -> tuple[ServedKind, ...]:
+    """The kinds a CRD manifest serves, one per served version; none for anything else or a
+    malformed CRD (its own schema check reports that). Rollout waits for these, plan and
+    validate learn kinds and scopes from them."""
+    spec = manifest.body.get("spec") if is_crd(manifest) else None
+    if not isinstance(spec, Mapping):
+        return ()
+    group, names, versions = spec.get("group"), spec.get("names"), spec.get("versions")
+    kind = names.get("kind") if isinstance(names, Mapping) else None
+    if not isinstance(group, str) or not isinstance(kind, str) or not isinstance(versions, list):
+        return ()
+    namespaced = spec.get("scope", "Namespaced") != "Cluster"
+    served = []
+    for entry in versions:
+        if not isinstance(entry, Mapping) or not entry.get("served", True):
+            continue
+        schema = entry.get("schema")
+        schema = schema.get("openAPIV3Schema") if isinstance(schema, Mapping) else None
+        served.append(ServedKind(group=group, version=str(entry.get("name")), kind=kind,
+                                 namespaced=namespaced,
+                                 schema=schema if isinstance(schema, Mapping) else None))
+    return tuple(served)

@@ -21,6 +21,9 @@ from reconciler import errors
 
 _HEX = re.compile(r"[0-9a-fA-F]{7,40}")
 _SCP_LIKE = re.compile(r"^(?P<user>[^@/]+@)?(?P<host>[^:/]+):(?P<path>.+)$")
+# For redaction only, never to read structure from git's messages.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_USERINFO = re.compile(r"(://)[^/@\s]+@")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +94,13 @@ class Source:
         repo = self._repo()
         refspec = f"+refs/heads/{self.branch}:{self._ref}"
         try:
-            with repo.git.custom_environment(**_non_interactive()):
+            with repo.git.custom_environment(**git_environment(repo)):
                 repo.git.fetch("--no-tags", "--prune", self.url, refspec)
         except git.GitCommandError as exc:
-            detail = _clean_git_error(exc, self.url, self.display_url)
+            detail = clean_git_error(exc.stderr, status=exc.status)
+            # from None: the cause would carry the command line, and with it the URL's
+            # token (GitPython hides a password, not a token in the user part), and git's
+            # raw stderr.
             raise errors.SourceError(
                 f"fetch of branch {self.branch!r} from {self.display_url} failed: {detail}"
             ) from None
@@ -127,10 +133,12 @@ class Source:
         if ref == "HEAD" or ref.startswith("refs/"):
             refspecs.append(f"+{ref}:{space}/ref")
         try:
-            with repo.git.custom_environment(**_non_interactive()):
+            with repo.git.custom_environment(**git_environment(repo)):
                 repo.git.fetch("--no-tags", "--prune", self.url, *refspecs)
         except git.GitCommandError as exc:
-            detail = _clean_git_error(exc, self.url, self.display_url)
+            detail = clean_git_error(exc.stderr, status=exc.status)
+            # from None: the cause would carry the command line with the URL's token, and
+            # git's raw stderr.
             raise errors.SourceError(
                 f"fetch of {ref!r} from {self.display_url} failed: {detail}") from None
         candidates = ([f"{space}/ref"] if ref == "HEAD" or ref.startswith("refs/") else
@@ -157,14 +165,38 @@ class Source:
         return self._repo().commit(sha)
 
 
-def _non_interactive() -> dict[str, str]:
-    """A reconciler runs unattended: git must fail, not prompt for a password or host key."""
-    return {
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ASKPASS": "true",
-        "SSH_ASKPASS": "true",
-        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
-    }
+def git_environment(repo: git.Repo) -> dict[str, str]:
+    """The environment for a git command that reaches a remote: fetch here, and publish's push.
+
+    Both run unattended, so git must fail, not prompt, for a password or a host key:
+    terminal prompts are off, and an askpass program answers nothing, unless the user
+    configured one (GIT_ASKPASS, core.askPass, SSH_ASKPASS: how CI hands over a token).
+    The user's ssh command (GIT_SSH_COMMAND, core.sshCommand, GIT_SSH, in git's order) is
+    kept as it is; only when none is set does ssh run with BatchMode. The variables
+    returned are added to this process's environment for the one command.
+    """
+    env = {"GIT_TERMINAL_PROMPT": "0"}
+    if not os.environ.get("GIT_ASKPASS") and not _config(repo, "core.askPass"):
+        env["GIT_ASKPASS"] = "true"
+    if not os.environ.get("SSH_ASKPASS"):
+        env["SSH_ASKPASS"] = "true"
+    ssh_configured = (os.environ.get("GIT_SSH_COMMAND") or _config(repo, "core.sshCommand")
+                      or os.environ.get("GIT_SSH"))
+    if not ssh_configured:
+        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
+    return env
+
+
+def _config(repo: git.Repo, key: str) -> str:
+    """`key` as git itself resolves it for `repo`: every level, GIT_CONFIG_GLOBAL,
+    GIT_CONFIG_COUNT and includes. (GitPython's `config_reader()` does read the system and
+    global files too, but ignores GIT_CONFIG_GLOBAL, GIT_CONFIG_NOSYSTEM and the
+    GIT_CONFIG_* variables, so it can miss what git would use.)"""
+    try:
+        value: str = repo.git.config("--get", key)
+    except git.GitCommandError:
+        return ""  # exit 1: not set anywhere
+    return value.strip()
 
 
 def _descends(repo: git.Repo, *, ancestor: str, head: str) -> bool:
@@ -177,12 +209,24 @@ def _descends(repo: git.Repo, *, ancestor: str, head: str) -> bool:
     return True
 
 
-def _clean_git_error(exc: git.GitCommandError, url: str, display: str) -> str:
-    """The useful line of git's stderr, with the URL's secrets redacted."""
-    stderr = str(exc.stderr or "").replace(url, display).strip()
-    stderr = re.sub(r"stderr:\s*", "", stderr).strip().strip("'").strip()
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    fatal = [line for line in lines if line.startswith("fatal:")]
-    text = "; ".join(fatal) if fatal else (lines or [f"git exited with {exc.status}"])[-1]
+def clean_git_error(stderr: str | bytes | None, *, status: object = None) -> str:
+    """git's stderr in one line for an error message, with credentials in URLs redacted.
+
+    `stderr` is git's own, or a GitCommandError's `stderr` (which GitPython wraps as
+    `\\n  stderr: '...'`). Kept: the lines up to the last `fatal:` or `error:` one (what
+    ssh or a hook said, then git's verdict), without git's advice after it; all lines when
+    there is no verdict. Used by fetch here and by publish's push.
+    """
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr or ""
+    text = text.strip()
+    if text.startswith("stderr: '") and text.endswith("'"):
+        text = text.removeprefix("stderr: '").removesuffix("'")
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.startswith("hint:")]
+    verdicts = [i for i, line in enumerate(lines) if line.startswith(("fatal:", "error:"))]
+    if verdicts:
+        lines = lines[: verdicts[-1] + 1]
+    text = "; ".join(lines) or f"git exited with {status}"
+    text = _URL.sub(lambda match: redact_url(match.group(0)), text)
     # A token in a URL can still come back from git in another spelling: remove userinfo.
-    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+    return _USERINFO.sub(r"\1***@", text)

@@ -164,8 +164,8 @@ class DirTree:
         full = self._path(path)
         try:
             handle = open(full, "rb")  # noqa: SIM115 - closed below; fstat needs the handle
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise errors.BundleError(f"{path}: not a file") from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise errors.BundleError(f"{path}: not a file") from exc
         with handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):

@@ -18,7 +18,7 @@ import kubernetes.config
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler import contract
+from reconciler import contract, errors, kube
 from tests.e2e.conftest import ClusterUnderTest
 
 pytestmark = pytest.mark.e2e
@@ -112,9 +112,44 @@ def test_conflicting_manager_gets_409_naming_the_owner_and_field(api: Api):
     status, body = api.apply(f"{CM_PATH}/a", cm("a", k="w"), manager="second")
     assert status == 409 and body["reason"] == "Conflict"
     assert 'conflict with "first"' in body["message"] and ".data.k" in body["message"]
+    # The manager is named in each cause's message; the cause's type is its `reason`.
+    assert body["details"] == {"causes": [{"reason": "FieldManagerConflict",
+                                           "message": 'conflict with "first"',
+                                           "field": ".data.k"}]}
     forced, taken = api.apply(f"{CM_PATH}/a", cm("a", k="w"), manager="second",
                               extra=[("force", "true")])
     assert forced == 200 and taken["data"]["k"] == "w"
+
+
+def test_adapter_conflict_error_keeps_the_managers_and_causes(
+        api: Api, any_cluster: ClusterUnderTest) -> None:
+    """The adapter's ConflictError carries the Status: reason, causes, and each manager once."""
+    api.apply(f"{CM_PATH}/a", cm("a", k="v"), manager="first")
+    # An imperative edit (kubectl edit, patch): an Update manager, printed `using v1`.
+    status, _ = api("PATCH", f"{CM_PATH}/a", {"data": {"j": "1"}},
+                    content_type="application/merge-patch+json",
+                    query=[("fieldManager", "kubectl-edit")])
+    assert status == 200
+    adapter = kube.connect(kubeconfig=any_cluster.direct_kubeconfig)
+    try:
+        with pytest.raises(errors.ConflictError) as caught:
+            adapter.apply(cm("a", k="w", j="2"))
+    finally:
+        adapter.close()
+    conflict = caught.value
+    assert conflict.status == 409 and conflict.reason == "Conflict"
+    assert not conflict.retryable
+    assert sorted(conflict.managers) == ["first", "kubectl-edit"]
+    assert sorted((c.type, c.field) for c in conflict.causes) == [
+        ("FieldManagerConflict", ".data.j"), ("FieldManagerConflict", ".data.k")]
+    messages = {c.field: c.message for c in conflict.causes}
+    assert messages[".data.k"] == 'conflict with "first"'
+    assert messages[".data.j"].startswith('conflict with "kubectl-edit" using v1')
+    assert conflict.details is not None and len(conflict.details["causes"]) == 2
+    assert str(conflict).startswith(f"ConfigMap/{NS}/a apply failed: Apply failed with 2 "
+                                    "conflicts: conflicts with ")
+    assert str(conflict).endswith("(another field manager owns these fields; "
+                                  "--force-conflicts takes them)")
 
 
 def test_dry_run_stores_nothing(api: Api):

@@ -389,6 +389,37 @@ def test_rejected_push_keeps_the_commit_and_says_what_to_do(
     assert gitrepo.git("rev-parse", "refs/heads/main", cwd=fleet.bare) == remote_head
 
 
+def test_push_a_remote_refuses_is_a_failure_with_the_remotes_reason(
+        fleet: gitrepo.GitRemote, capsys: pytest.CaptureFixture[str]) -> None:
+    """A push the remote's hook declines is no non-fast-forward: git's per-ref status and
+    what the hook said are shown, and the local commit stays."""
+    hook = fleet.bare / "hooks" / "pre-receive"
+    hook.write_text('#!/bin/sh\necho "main is protected: open a merge request" >&2\nexit 1\n')
+    hook.chmod(0o755)
+    remote_head = gitrepo.git("rev-parse", "refs/heads/main", cwd=fleet.bare)
+    code, out, err = run(fleet, capsys, "--id", "upf-2-4", "-m", "UPF 2.4", "--push")
+    assert code == 1
+    head = git(fleet, "rev-parse", "HEAD")
+    assert "non-fast-forward" not in err and "git pull --rebase" not in err
+    assert (f"push to origin ({fleet.bare}) failed: [remote rejected] (pre-receive hook "
+            "declined); remote: main is protected: open a merge request; error: failed to "
+            f"push some refs to '{fleet.bare}'. The intent commit {head[:12]} stays in the "
+            "local branch: push it with git push origin HEAD:refs/heads/main") in err
+    assert f"commit:      {head}" in out
+    assert gitrepo.git("rev-parse", "refs/heads/main", cwd=fleet.bare) == remote_head
+
+
+def test_a_failed_git_command_is_chained_to_the_publish_error(
+        fleet: gitrepo.GitRemote, gnupghome: Path) -> None:
+    """A failing git command (here a signed commit without a key) is the error's cause."""
+    options = publish.Options(repo=fleet.work, site=SITE, message="unsigned", sign=True)
+    with pytest.raises(publish.PublishError, match="signing and committing failed") as caught:
+        publish.publish(options=options)
+    inner = caught.value.__cause__
+    assert isinstance(inner, publish.PublishError)
+    assert type(inner.__cause__).__name__ == "GitCommandError"
+
+
 def test_push_errors_never_show_credentials(fleet: gitrepo.GitRemote,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """A failing push to a URL with a password names the remote with the password redacted."""

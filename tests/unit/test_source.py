@@ -224,6 +224,37 @@ def test_fetch_error_never_shows_the_password(cache_dir: Path) -> None:
     assert error.__cause__ is None and error.__suppress_context__
 
 
+def test_git_errors_keep_what_ssh_said_and_drop_gits_advice() -> None:
+    """git's stderr becomes one line: what came before git's verdict, the verdict, no advice."""
+    stderr = ("ssh: connect to host fleet.example port 22: Connection refused\r\n"
+              "fatal: Could not read from remote repository.\n\n"
+              "Please make sure you have the correct access rights\nand the repository exists.\n")
+    assert source.clean_git_error(stderr) == (
+        "ssh: connect to host fleet.example port 22: Connection refused; "
+        "fatal: Could not read from remote repository.")
+    rejected = ("error: failed to push some refs to '/srv/fleet.git'\n"
+                "hint: Updates were rejected because the remote contains work that you do\n")
+    assert source.clean_git_error(rejected) == "error: failed to push some refs to '/srv/fleet.git'"
+
+
+def test_git_errors_read_gitpythons_wrapping_and_say_the_exit_code_when_silent() -> None:
+    """A GitCommandError's labelled stderr is unwrapped; no stderr at all names the exit code."""
+    assert source.clean_git_error("\n  stderr: 'fatal: couldn't find remote ref x'") == (
+        "fatal: couldn't find remote ref x")
+    assert source.clean_git_error(b"", status=128) == "git exited with 128"
+    assert source.clean_git_error(None, status=1) == "git exited with 1"
+
+
+@pytest.mark.parametrize("url", [
+    "https://user:s3cret@host/o/r.git/", "https://ghp_s3cret@host/o/r.git",
+    "http://oauth2:s3cret@[::1]:8080/r", "ssh://git:s3cret@host/r.git"])
+def test_git_errors_never_show_credentials_in_any_url(url: str) -> None:
+    """A password or token in any URL git prints is redacted, whatever the URL's spelling."""
+    cleaned = source.clean_git_error(f"fatal: unable to access '{url}': Could not resolve host")
+    assert "s3cret" not in cleaned
+    assert cleaned.startswith("fatal: unable to access '") and "***@" in cleaned
+
+
 # --- URLs -------------------------------------------------------------------------------
 
 
