@@ -5,23 +5,38 @@ a local repository, on file-system events on its refs (watchdog); it runs the fr
 of the pipeline (pipeline.evaluate) and hands plans to the worker. The worker runs the
 back half (pipeline.execute): the rollout, its health waits, prune.
 
-Accepting a newer intent happens inside `_superseding()`, under the agent's lock: the
-running rollout's abort signal is set and its applies drained, any plan not yet started
-is discarded, and only then is the new intent recorded. The worker needs the same lock
-to start a plan, so no apply for the old intent starts after the new one is recorded.
+Accepting a newer intent happens inside `_superseding()`. Under the agent's lock, and
+only for that bookkeeping: any plan not yet started is discarded, the worker is held back
+from starting another, and the running rollout's abort signal is set, which closes its
+apply gate. Then, without the lock, its applies already in flight are drained (an HTTP
+apply can take the client's whole read timeout), and only then is the new intent
+recorded. So no apply for the old intent starts after the new one is recorded, and no
+older plan starts before the acceptance is on disk; yet `stop()` and the worker never
+wait behind a drain, because the agent's lock is never held across a slow call.
+
+Shutdown while a drain waits ends the drain at once (`Abort.shut_down()`), and the
+newer intent is then *not* recorded: an apply for the old intent is still in flight and
+could land after it. The old rollout records itself as interrupted by shutdown when its
+apply returns before the process ends (else it stays Progressing, as after a crash), and
+the next start fetches again and accepts the newer intent then (acceptance is decided
+from the Git state, so deferring it loses nothing). Nor is anything accepted once `stop()`
+has begun. A drain that ends with no apply in flight records the intent as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
-from reconciler import cluster
+from reconciler import cluster, errors
 from reconciler.repo import source
 from reconciler.site import abort as aborts
 from reconciler.site import fence, pipeline, state
@@ -60,8 +75,9 @@ class Agent:
         self._work = threading.Condition(self._lock)
         self._pending: pipeline.Plan | None = None
         self._running: tuple[str, aborts.Abort] | None = None
+        self._accepting: str | None = None  # an intent being recorded: no plan starts
         self._threads: list[threading.Thread] = []
-        self._observer: object | None = None
+        self._observer: _Observer | None = None
         self.passes = 0  # front-half passes done, for tests and logs
         self.rollouts = 0  # back-half runs done
 
@@ -82,19 +98,28 @@ class Agent:
         """Fetch now (a push event, a file-system event, a test)."""
         self._trigger.set()
 
-    def stop(self) -> None:
-        """End every wait, record the state, and return within the shutdown bound."""
+    def stop(self) -> bool:
+        """End every wait, record the state, and return within the shutdown bound: True
+        when every thread ended within it.
+
+        Never blocks on a slow operation: the agent's lock and the abort's are only held
+        for bookkeeping. A worker still inside an apply after STOP_JOIN_TIMEOUT is left
+        behind (False; `run()` then ends the process without it): its rollout stays open
+        on disk, as after a crash, and the next start picks it up.
+        """
         self._stop.set()
         with self._lock:
-            if self._running is not None:
-                self._running[1].set("shutdown")
+            running = self._running
             self._work.notify_all()
+        if running is not None:
+            running[1].shut_down()  # ends its wait, and a drain of its applies, at once
         self._trigger.set()
         if self._observer is not None:
-            self._observer.stop()  # type: ignore[attr-defined]
+            self._observer.stop()
         deadline = time.monotonic() + STOP_JOIN_TIMEOUT
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         return self._stop.wait(timeout)
@@ -138,23 +163,44 @@ class Agent:
 
     @contextlib.contextmanager
     def _superseding(self, new_id: str) -> Iterator[None]:
-        """The critical section in which a newer intent is recorded."""
-        with self._lock:
-            self._pending = None
-            if self._running is not None:
-                old_id, old_abort = self._running
+        """The critical section in which a newer intent is recorded (see the module doc).
+
+        Raises AbortedError, and the intent is not recorded, on shutdown: before the
+        acceptance began, or while applies for the old intent were still in flight.
+        """
+        with self._lock:  # bookkeeping only: released before the drain
+            if self._stop.is_set():
+                raise errors.AbortedError(f"intent {new_id} not accepted: the agent is "
+                                          "stopping; the next start accepts it")
+            self._pending = None  # an older plan not yet started never starts
+            self._accepting = new_id  # nor does any plan, until the acceptance is on disk
+            running = self._running
+            if running is not None:  # checked stop first, so this reason wins over shutdown
+                running[1].set(f"superseded by {new_id}", superseded_by=new_id)
+        try:
+            if running is not None:
+                old_id, old_abort = running
                 log.warning("aborting the rollout of %s: superseded by %s", old_id, new_id)
-                old_abort.set(f"superseded by {new_id}", superseded_by=new_id)
-                if not old_abort.drain():
+                drained = old_abort.drain()
+                if drained is aborts.Drain.INTERRUPTED:
+                    raise errors.AbortedError(
+                        f"intent {new_id} not accepted: the agent stopped while applies for "
+                        f"{old_id} were in flight; the next start accepts it")
+                if drained is aborts.Drain.TIMED_OUT:
                     log.error("applies for %s still in flight after the drain timeout", old_id)
             yield
+        finally:
+            with self._lock:
+                self._accepting = None
+                self._work.notify_all()
 
     # --- the worker: roll out ---------------------------------------------------------
 
     def _serve(self) -> None:
         while True:
             with self._lock:
-                self._work.wait_for(lambda: self._pending is not None or self._stop.is_set())
+                self._work.wait_for(lambda: self._stop.is_set() or (
+                    self._pending is not None and self._accepting is None))
                 if self._stop.is_set():
                     return
                 plan, self._pending = self._pending, None
@@ -174,7 +220,15 @@ class Agent:
 
 
 def run(*, agent: Agent, install_signals: bool = True) -> int:
-    """Run `agent` in the foreground until SIGTERM or SIGINT; 0 after a clean stop."""
+    """Run `agent` in the foreground until SIGTERM or SIGINT; 0 after a clean stop.
+
+    The foreground of `reconciler run`, and it ends the process itself when a rollout is
+    still inside an apply after the shutdown bound: the interpreter would otherwise join
+    that apply's thread at exit, for up to the client's read timeout. It exits at once,
+    still holding the site's lock, so nothing is written after the lock is released; the
+    state on disk is the last one saved, and the rollout resumes on the next start, as
+    after a crash.
+    """
     import signal
 
     def handle(signum: int, _frame: object) -> None:
@@ -192,7 +246,13 @@ def run(*, agent: Agent, install_signals: bool = True) -> int:
                  ", and on pushes" if agent._observer is not None else "")
         while not agent.wait_stopped(1.0):
             pass
-        agent.stop()
+        if not agent.stop():
+            log.warning("stopped with an apply still unanswered after %.0fs; exiting without "
+                        "it (the rollout resumes on the next start); state recorded in %s",
+                        STOP_JOIN_TIMEOUT, agent.box.store.path)
+            logging.shutdown()  # flush the log: os._exit skips the interpreter's own exit
+            sys.stdout.flush()
+            os._exit(0)
         log.info("stopped; state recorded in %s", agent.box.store.path)
         return 0
     finally:
@@ -200,7 +260,13 @@ def run(*, agent: Agent, install_signals: bool = True) -> int:
             signal.signal(signum, handler)
 
 
-def _watch_refs(url: str, branch: str, on_change: Callable[[], None]) -> object | None:
+class _Observer(Protocol):
+    """What the agent needs of a watchdog observer."""
+
+    def stop(self) -> None: ...
+
+
+def _watch_refs(url: str, branch: str, on_change: Callable[[], None]) -> _Observer | None:
     """A watchdog observer on a local repository's refs, or None for a remote URL."""
     path = Path(url[len("file://"):] if url.startswith("file://") else url)
     if ("://" in url and not url.startswith("file://")) or not path.exists():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import contract, kube
+from reconciler import contract, kube, localcluster
 from reconciler.localcluster import controllers
 from reconciler.site import agent, state
 from tests import gitrepo
@@ -259,6 +259,71 @@ def test_sigterm_ends_the_wait_and_exits_0_within_5_seconds(any_cluster: Cluster
     recorded = site.store.load().rollout
     assert recorded is not None and recorded.phase is state.Outcome.PROGRESSING
     assert "interrupted by shutdown" in recorded.message
+
+
+class Lines:
+    """A process's stderr, read as it comes (so a full pipe never blocks the process)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        self._stream = process.stderr
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append(line)
+
+    def seen(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def text(self) -> str:
+        self._reader.join(5.0)
+        return "".join(self.lines)
+
+
+def test_sigterm_while_a_drain_waits_on_a_stalled_apply_exits_0_within_5_seconds(
+        local_cluster: ClusterUnderTest, remote: gitrepo.GitRemote, tmp_path: Path):
+    """SIGTERM while the acceptance of a newer intent drains an apply the cluster has not
+    answered exits 0 within 5 seconds without accepting it; the next start accepts it."""
+    assert local_cluster.local is not None
+    stall = local_cluster.faults.add(localcluster.Fault(
+        verb="apply", path_regex=r"/workloadclusters/sfo-wc-01$", latency=30.0))
+    site = Site(root=tmp_path, remote_url=remote.url, target=local_cluster)
+    process = start_cli_agent(site)
+    stderr = Lines(process)
+    try:
+        wait_for("the stalled apply", lambda: stall.hits >= 1)
+        new_intent(remote, "intent-b", 2, k8s="v1.31.0")
+        wait_for("the drain", lambda: stderr.seen(
+            "aborting the rollout of sfo-baseline-1: superseded by intent-b"))
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=40)
+        elapsed = time.monotonic() - started
+    finally:
+        process.kill()
+        process.wait()
+    assert code == 0, stderr.text()
+    assert elapsed < 5.0, f"exited after {elapsed:.2f}s:\n{stderr.text()}"
+    recorded = site.store.load()
+    assert recorded.accepted is not None and recorded.accepted.id == "sfo-baseline-1"
+    assert "intent-b" not in history(site)
+    assert recorded.rollout is not None and recorded.rollout.intent_id == "sfo-baseline-1"
+    assert recorded.rollout.phase is state.Outcome.PROGRESSING
+    assert not [r for r in local_cluster.requests() if r.intent_id == "intent-b"]
+
+    restarted = start_cli_agent(site)
+    try:
+        wait_for("intent-b to succeed", lambda: history(site).get("intent-b") is not None
+                 and history(site)["intent-b"].outcome is state.Outcome.SUCCEEDED, timeout=60)
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        restarted.communicate(timeout=10)
+    entries = history(site)
+    assert entries["sfo-baseline-1"].outcome is state.Outcome.ABORTED
+    assert entries["sfo-baseline-1"].superseded_by == "intent-b"
 
 
 def test_sigkill_mid_rollout_then_restart_converges(any_cluster: ClusterUnderTest,
