@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import logging
 import sys
+import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,20 @@ def _duration(text: str) -> float:
     try:
         return durations.parse(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+# What add_subparsers() returns; generic for type checkers only, so a string at run time.
+_Commands: typing.TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _command(commands: _Commands, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand that takes -v and -q after its name too (SUPPRESS keeps a flag given
+    before it), with the help layout every command shares."""
+    logging_flags = argparse.ArgumentParser(add_help=False)
+    _add_log_flags(logging_flags, default=argparse.SUPPRESS)
+    kwargs.setdefault("formatter_class", _Formatter)
+    return commands.add_parser(name, parents=[logging_flags], **kwargs)
 
 
 def _add_sync_flags(parser: argparse.ArgumentParser) -> None:
@@ -75,15 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_log_flags(parser, default=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # -v and -q work after the command name too; SUPPRESS keeps a flag given before it.
-    logging_flags = argparse.ArgumentParser(add_help=False)
-    _add_log_flags(logging_flags, default=argparse.SUPPRESS)
-    commands.add_parser = functools.partial(  # type: ignore[method-assign]
-        commands.add_parser, parents=[logging_flags])
-    commands.logging_flags = [logging_flags]  # for nested subcommands
 
-    sync = commands.add_parser(
-        "sync", formatter_class=_Formatter,
+    sync = _command(
+        commands, "sync",
         help="one reconcile pass of one site, then exit",
         description="Fetch the branch, read the site's intent and manifests, accept or refuse "
                     "the intent, apply the manifests that carry it, record the outcome.\n"
@@ -98,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sync_flags(sync)
     sync.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
-    run = commands.add_parser(
-        "run", formatter_class=_Formatter,
+    run = _command(
+        commands, "run",
         help="the long-running site agent: reconcile on a poll interval and on pushes",
         description="Fetch on a poll interval (with 10% jitter) and, for a local repository, "
                     "as soon as its refs change; roll the accepted intent out wave by wave; "
@@ -115,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-file-watch", action="store_true",
                      help="for a local repository, poll only: do not watch its refs")
 
-    status = commands.add_parser(
-        "status", formatter_class=_Formatter, help="show a site's accepted intent, last sync, "
+    status = _command(
+        commands, "status", help="show a site's accepted intent, last sync, "
         "drops, errors and history",
         epilog="examples:\n"
                "  reconciler status --site edge-sfo-01\n"
@@ -131,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-w", "--watch", action="store_true",
                         help="refresh every second until Ctrl-C (text output)")
 
-    local = commands.add_parser(
-        "local-cluster", formatter_class=_Formatter,
+    local = _command(
+        commands, "local-cluster",
         help="serve the embedded local Kubernetes API on loopback",
         description="An in-memory Kubernetes API server for the demo, tests and trying things "
                     "out: discovery, server-side apply, CRDs, status, watches, and simulated "
@@ -154,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_manager_commands(commands)
 
-    demo = commands.add_parser(
-        "demo", formatter_class=_Formatter,
+    demo = _command(
+        commands, "demo",
         help="the whole story on the embedded local cluster, in under a minute",
         description="Starts the local cluster, makes a Git repository from the sample, syncs "
                     "edge-sfo-01, lands a second intent in which one manifest still carries the "
@@ -168,10 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_manager_commands(commands: Any) -> None:
+def _add_manager_commands(commands: _Commands) -> None:
     """`validate`, `plan` and `intent publish`: the manager's side and pull-request review."""
-    check = commands.add_parser(
-        "validate", formatter_class=_Formatter,
+    check = _command(
+        commands, "validate",
         help="check a repository checkout: YAML, schemas, intent consistency, duplicates",
         description="Read every site (or the sites named) of the repository checkout at PATH "
                     "and report every broken rule with file:line:column: YAML syntax, the "
@@ -198,8 +205,8 @@ def _add_manager_commands(commands: Any) -> None:
                             "against (default: the newest kubernetes-validate ships)")
     check.add_argument("-o", "--output", choices=["text", "json", "github"], default="text")
 
-    plan = commands.add_parser(
-        "plan", formatter_class=_Formatter,
+    plan = _command(
+        commands, "plan",
         help="what a commit would do at a site: intent verdict, objects, drops, prunes",
         description="Read the site at REF and decide as `sync` would, without changing "
                     "anything: whether the intent is accepted, kept or refused against the "
@@ -234,14 +241,14 @@ def _add_manager_commands(commands: Any) -> None:
     plan.add_argument("--context", default=None, help="kubeconfig context to use")
     plan.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
-    intent = commands.add_parser(
-        "intent", formatter_class=_Formatter, help="the manager's side: publish a new intent",
+    intent = _command(
+        commands, "intent", help="the manager's side: publish a new intent",
         description="Commands the manager runs on a repository checkout.",
     )
     intent_commands = intent.add_subparsers(dest="intent_command", metavar="COMMAND",
                                             required=True)
-    publish = intent_commands.add_parser(
-        "publish", formatter_class=_Formatter, parents=commands.logging_flags,
+    publish = _command(
+        intent_commands, "publish",
         help="stamp a new intent id into a site's manifests and commit it",
         description="Stamp reconciler.dev/intent-id into every manifest of the site with a "
                     "round-trip YAML edit (comments, key order, quoting, flow style, anchors "
@@ -412,9 +419,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from reconciler.manager import plan
+    """`reconciler plan`: exit 0 when the intent would be accepted or kept, else 1."""
+    from reconciler import kube
+    from reconciler.manager import plan, render
 
-    return plan.command(args)
+    options = plan.Options(url=args.repo, site=args.site, ref=args.ref,
+                           state_dir=args.state_dir, cache_dir=args.cache_dir)
+    target: kube.KubeCluster | None = None
+    if args.kubeconfig is not None:
+        target = kube.connect(kubeconfig=args.kubeconfig, context=args.context)
+    try:
+        result = plan.make(options=options, target=target)
+    finally:
+        if target is not None:
+            target.close()
+    print(render.plan_json(result) if args.output == "json" else render.plan_text(result))
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _cmd_intent(args: argparse.Namespace) -> int:

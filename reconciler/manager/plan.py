@@ -11,12 +11,11 @@ The text is Markdown, to post as a pull-request comment.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from reconciler import cluster, contract, errors
 from reconciler.manager import crdschema, kubeschema
 from reconciler.repo import bundle, documents, schemas, source
 from reconciler.repo import tree as trees
-from reconciler.site import fence, rollout, state
+from reconciler.site import drift, fence, inventory, prune, rollout, state
 
 log = logging.getLogger("reconciler")
 
@@ -92,24 +91,6 @@ class Plan:
         return sum(1 for o in self.objects if o.change == change)
 
 
-def command(args: argparse.Namespace) -> int:
-    """`reconciler plan`: exit 0 when the intent would be accepted or kept, else 1."""
-    options = Options(url=args.repo, site=args.site, ref=args.ref, state_dir=args.state_dir,
-                      cache_dir=args.cache_dir)
-    target: cluster.Cluster | None = None
-    if args.kubeconfig is not None:
-        from reconciler import kube
-
-        target = kube.connect(kubeconfig=args.kubeconfig, context=args.context)
-    try:
-        result = make(options=options, target=target)
-    finally:
-        if target is not None:
-            target.close()
-    print(render_json(result) if args.output == "json" else render_text(result))
-    return 0 if result.ok else 1
-
-
 def default_cache_dir() -> Path:
     """Plan's Git cache: the user's cache folder, so planning in a checkout leaves no files
     in it (`$XDG_CACHE_HOME/intent-reconciler/plan`, else ~/.cache/...)."""
@@ -119,8 +100,6 @@ def default_cache_dir() -> Path:
 
 def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
     """The plan for `options.site` at `options.ref`; `target` None plans offline."""
-    if not contract.SITE_NAME_PATTERN.match(options.site):
-        raise errors.UsageError(f"invalid site name {options.site!r}")
     store = state.FileStateStore(state_dir=options.state_dir, site=options.site)
     current = store.load()  # read only: no lock, the file is replaced atomically
     cache_dir = options.cache_dir or default_cache_dir()
@@ -132,10 +111,9 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
     log.info("planning %s at %s (%s)", options.site, revision.sha[:12], revision.subject)
     tree = trees.GitTree(repo.commit(revision.sha))
     if not tree.is_dir(contract.site_dir(options.site)):
-        sites = sorted({p.parts[1] for p in tree.files(contract.SITES_DIR) if len(p.parts) > 2})
-        raise errors.UsageError(
-            f"no site {options.site!r} in {repo.display_url} at {options.ref} (sites: "
-            f"{', '.join(sites) or 'none'})")
+        raise bundle.missing_site(tree, options.site,
+                                  where=f"{repo.display_url} at {options.ref}",
+                                  kind=errors.UsageError)
     try:
         site_bundle = bundle.load(tree=tree, site=options.site)
         findings = schemas.check_manifests([*site_bundle.crds, *site_bundle.manifests])
@@ -166,32 +144,99 @@ def _online(*, target: cluster.Cluster, site_bundle: documents.Bundle, decision:
     site = site_bundle.site
     order = [*site_bundle.crds, *[m for _, items in rollout.plan_waves(decision.apply)
                                   for m in items]]
-    previews = rollout.preview(target=target, site=site, crds=site_bundle.crds,
-                               manifests=decision.apply)
+    previews = _preview(target=target, site=site, crds=site_bundle.crds,
+                        manifests=decision.apply)
     objects = [ObjectPlan(ref=p.ref, change=p.change.value if p.change else
                           UNKNOWN if p.transient else FAILS,
                           wave=p.wave, location=manifest.location, note=p.note or p.error)
                for manifest, p in zip(order, previews, strict=True)]
-    keep = {o.ref.inventory_id for o in objects if o.wave is not None}
-    held = {rollout.ref_of(target, m, site=site).inventory_id
-            for m in _dropped(site_bundle, decision)}
+    held = inventory.held_ids(rollout.ref_of(target, d.manifest, site=site)
+                              for d in decision.drops)
     prunes = []
-    for entry in _stale(current, keep=keep | held, prune=site_bundle.intent.prune):
-        ref = cluster.ObjectRef(entry.api_version, entry.kind, entry.namespace, entry.name)
+    for entry in _stale(current, objects=objects, held=held, prune=site_bundle.intent.prune):
         try:
-            live = target.get(ref)
+            live = target.get(prune.ref_of(entry))
         except errors.NotFoundError:
             live = None
         if live is None:
             continue  # already gone: nothing to delete
-        prunes.append(PrunePlan(entry=entry, kept=rollout.prune_kept(live, site=site)))
+        prunes.append(PrunePlan(entry=entry, kept=prune.kept(live, site=site)))
     return objects, prunes, []
+
+
+@dataclasses.dataclass(frozen=True)
+class Preview:
+    """What rollout.run() would do to one object: a change, or the error the server gave."""
+
+    ref: cluster.ObjectRef
+    change: cluster.Change | None  # None: the apply would fail with `error`
+    wave: int | None  # None for the CRDs of crds/, applied before any wave
+    note: str = ""
+    error: str = ""
+    transient: bool = False  # the error could heal: the server did not answer, not refused
+
+
+def _preview(*, target: cluster.Cluster, site: str, crds: Sequence[documents.Manifest],
+            manifests: Sequence[documents.Manifest]) -> list[Preview]:
+    """What rollout.run() would do to each object, in its order, changing nothing.
+
+    `unchanged` when the live object already holds the manifest (as the rollout decides), else
+    a server-side apply dry run says `created` or `configured`, or how it would fail. An
+    object whose CRD or namespace this very rollout creates cannot be asked about; it is
+    new, so `created`, with a note saying why.
+    """
+    live = dict(rollout.list_live(target=target, manifests=[*crds, *manifests], site=site))
+    # Kinds served once this rollout's CRDs are applied.
+    new_kinds = {(s.api_version, s.kind) for crd in [*crds, *manifests]
+                 for s in documents.served_kinds(crd)}
+    new_namespaces = {m.name for m in manifests if (m.api_version, m.kind) == ("v1", "Namespace")}
+
+    def dry_run(body: Mapping[str, Any]) -> cluster.Applied:
+        """The dry run, retried on errors that can heal, as a real apply would be."""
+        pause = threading.Event()
+        for delay in rollout.RETRY_DELAYS:
+            try:
+                return target.apply(body, dry_run=True)
+            except errors.ClusterError as exc:
+                # A kind or namespace not there yet is answered below, not waited for.
+                if not exc.retryable or isinstance(exc, errors.NotFoundError):
+                    raise
+                pause.wait(delay)
+        return target.apply(body, dry_run=True)
+
+    def one(manifest: documents.Manifest, *, wave: int | None) -> Preview:
+        body = rollout.desired(manifest, site=site)
+        ref = cluster.ObjectRef.of(body)
+        try:
+            ref = rollout.ref_of(target, manifest, site=site)
+            current = live.get(ref)
+            if current is not None and drift.in_sync(desired=body, live=current):
+                return Preview(ref=ref, change=cluster.Change.UNCHANGED, wave=wave)
+            applied = dry_run(body)
+        except errors.NotFoundError as exc:
+            if (manifest.api_version, manifest.kind) in new_kinds:
+                note = "its CRD is created first"
+            elif manifest.namespace in new_namespaces:
+                note = f"its namespace {manifest.namespace} is created first"
+            else:
+                return Preview(ref=ref, change=None, wave=wave, error=str(exc))
+            return Preview(ref=ref, change=cluster.Change.CREATED, wave=wave, note=note)
+        except errors.ClusterError as exc:
+            return Preview(ref=ref, change=None, wave=wave, error=str(exc),
+                           transient=exc.retryable and not isinstance(exc, errors.NotFoundError))
+        change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
+        return Preview(ref=applied.ref, change=change, wave=wave)
+
+    found = [one(crd, wave=None) for crd in crds]
+    for wave, items in rollout.plan_waves(manifests):
+        found.extend(one(m, wave=wave) for m in items)
+    return found
 
 
 def _offline(*, repo: source.Source, site_bundle: documents.Bundle, decision: fence.Decision,
              current: state.SiteState) -> tuple[list[ObjectPlan], list[PrunePlan], list[str]]:
     site = site_bundle.site
-    inventory = {entry.id: entry for entry in current.inventory}
+    recorded = {entry.id for entry in current.inventory}
     before, note = _last_rolled_out(repo=repo, current=current)
     notes = [note] if note else []
     scope = _Scope(site_bundle, current.inventory)
@@ -204,7 +249,7 @@ def _offline(*, repo: source.Source, site_bundle: documents.Bundle, decision: fe
         for manifest in items:
             ref = scope.ref(manifest)
             body = rollout.desired(manifest, site=site)
-            if ref.inventory_id not in inventory:
+            if ref.inventory_id not in recorded:
                 change = "created"
             elif before is not None and before.get(ref.inventory_id) == body:
                 change = "unchanged"
@@ -212,24 +257,21 @@ def _offline(*, repo: source.Source, site_bundle: documents.Bundle, decision: fe
                 change = "configured"
             objects.append(ObjectPlan(ref=ref, change=change, wave=wave,
                                       location=manifest.location))
-    keep = {o.ref.inventory_id for o in objects if o.wave is not None}
-    held = {scope.ref(m).inventory_id for m in _dropped(site_bundle, decision)}
-    prunes = [PrunePlan(entry=e) for e in _stale(current, keep=keep | held,
+    held = inventory.held_ids(scope.ref(d.manifest) for d in decision.drops)
+    prunes = [PrunePlan(entry=e) for e in _stale(current, objects=objects, held=held,
                                                  prune=site_bundle.intent.prune)]
     return objects, prunes, notes
 
 
-def _dropped(site_bundle: documents.Bundle, decision: fence.Decision) -> list[documents.Manifest]:
-    applied = {id(m) for m in decision.apply}
-    return [m for m in site_bundle.manifests if id(m) not in applied]
-
-
-def _stale(current: state.SiteState, *, keep: set[str],
+def _stale(current: state.SiteState, *, objects: Sequence[ObjectPlan], held: frozenset[str],
            prune: bool) -> list[state.InventoryEntry]:
-    """The inventory entries a successful rollout would prune, in prune order (as sync)."""
+    """The inventory entries a successful rollout would prune, in prune order, computed
+    by inventory.stale() as sync computes them: the site's planned objects (CRDs of crds/
+    aside) are the applied set."""
     if not prune:
         return []
-    return rollout.prune_order(e for e in current.inventory if e.id not in keep)
+    applied = {o.ref.inventory_id for o in objects if o.wave is not None}
+    return inventory.stale(current.inventory, applied=applied, held=held)
 
 
 def _last_rolled_out(*, repo: source.Source,
@@ -268,7 +310,7 @@ class _Scope:
                  inventory: tuple[state.InventoryEntry, ...] = ()) -> None:
         self._catalog = crdschema.Catalog()
         for manifest in [*site_bundle.crds, *site_bundle.manifests]:
-            if crdschema.is_crd(manifest):
+            if documents.is_crd(manifest):
                 self._catalog.add(manifest)
         self._recorded = {(cluster.ObjectRef(e.api_version, e.kind, None, e.name).group,
                            e.kind, e.name): e.namespace for e in inventory}
@@ -287,120 +329,3 @@ class _Scope:
             return dataclasses.replace(
                 ref, namespace=self._recorded.get((group, ref.kind, ref.name)))
         return dataclasses.replace(ref, namespace="default") if namespaced else ref
-
-
-def _verdict_line(plan: Plan) -> str:
-    decision, intent, accepted = plan.decision, plan.intent, plan.accepted
-    assert decision is not None and intent is not None
-    seq = f" (sequence {intent.sequence})" if intent.sequence is not None else ""
-    now = f"`{accepted.id}`" if accepted else "none yet"
-    if decision.verdict is fence.Verdict.ACCEPT:
-        return (f"**Intent `{intent.id}`{seq} would be accepted.** In force at the site: "
-                f"{now}.")
-    if decision.verdict is fence.Verdict.KEEP:
-        return f"**Intent `{intent.id}`{seq} is already accepted:** the site converges to it."
-    return (f"**Intent `{intent.id}`{seq} would be REFUSED:** {decision.reason}. "
-            f"`{decision.intent_id}` stays in force; nothing is applied.")
-
-
-def render_text(plan: Plan) -> str:
-    """Markdown: reads as plain text in a terminal and renders in a pull-request comment."""
-    short = plan.commit[:12] if plan.commit else "-"
-    out = [f"### reconciler plan: site `{plan.site}` at `{short}` ({plan.ref})", ""]
-    if plan.subject:
-        out += [f"Commit: {plan.subject}", ""]
-    if plan.errors:
-        out += ["**Invalid revision: a site refuses it and keeps what is in force.**", ""]
-        out += [f"- {error}" for error in plan.errors]
-        return "\n".join(out)
-    if plan.decision is None or plan.intent is None:
-        return "\n".join(out)
-    out += [_verdict_line(plan), "", f"> {plan.decision.reason}", ""]
-    if plan.decision.verdict is fence.Verdict.REFUSE:
-        return "\n".join(out)
-    against = ("the live cluster (server-side apply dry run)" if plan.compared_with == LIVE
-               else "the site's recorded inventory (offline)")
-    out += [f"Compared with {against}.", ""]
-    out += ["| Wave | Object | Change | File |", "| ---: | --- | --- | --- |"]
-    for obj in plan.objects:
-        wave = "crds" if obj.wave is None else str(obj.wave)
-        change = f"{obj.change} ({obj.note})" if obj.note else obj.change
-        if obj.change in (FAILS, UNKNOWN):
-            change = f"**{obj.change}**: {obj.note}"
-        out.append(f"| {wave} | `{obj.ref}` | {_cell(change)} | {_where(obj.location)} |")
-    drops = plan.decision.drops
-    if drops:
-        out += ["", f"**Dropped ({len(drops)}):** not applied, and their objects are kept as "
-                    "they are.", "", "| Object | File | Carries |", "| --- | --- | --- |"]
-        out += [f"| `{d.object}` | {_where(d.location)} | "
-                f"{f'`{d.carried}`' if d.carried else '(no id)'} |" for d in drops]
-    if plan.prunes:
-        out += ["", f"**Pruned after a successful rollout ({len(plan.prunes)}):**", "",
-                "| Object | Applied for | |", "| --- | --- | --- |"]
-        for prune in plan.prunes:
-            entry = prune.entry
-            ref = cluster.ObjectRef(entry.api_version, entry.kind, entry.namespace, entry.name)
-            what = f"kept: {prune.kept}" if prune.kept else "deleted"
-            out.append(f"| `{ref}` | `{entry.intent_id}` | {what} |")
-    out += ["", f"**Summary:** {_summary(plan)}."]
-    out += [f"_Note: {note}._" for note in plan.notes]
-    return "\n".join(out)
-
-
-def _summary(plan: Plan) -> str:
-    parts = [f"{plan.count(c)} to {verb}" for c, verb in (("created", "create"),
-                                                           ("configured", "configure"))]
-    parts.append(f"{plan.count('unchanged')} unchanged")
-    if plan.count(FAILS):
-        parts.append(f"**{plan.count(FAILS)} refused by the API server**")
-    if plan.count(UNKNOWN):
-        parts.append(f"**{plan.count(UNKNOWN)} not answered by the API server**")
-    if plan.count("applied"):
-        parts.append(f"{plan.count('applied')} CRD(s) applied")
-    drops = len(plan.decision.drops) if plan.decision else 0
-    deleted = sum(1 for p in plan.prunes if not p.kept)
-    parts += [f"{drops} dropped", f"{deleted} to prune"]
-    return ", ".join(parts)
-
-
-def _cell(text: str) -> str:
-    """Text that stays inside one Markdown table cell."""
-    return " ".join(text.split()).replace("|", "\\|")
-
-
-def _where(location: documents.Location) -> str:
-    return f"{location.file}:{location.line}" if location.line else location.file
-
-
-def render_json(plan: Plan) -> str:
-    decision, intent = plan.decision, plan.intent
-    return json.dumps({
-        "site": plan.site,
-        "ref": plan.ref,
-        "commit": plan.commit,
-        "ok": plan.ok,
-        "comparedWith": plan.compared_with,
-        "accepted": state.to_json(plan.accepted) if plan.accepted else None,
-        "intent": {"id": intent.id, "sequence": intent.sequence,
-                   "description": intent.description} if intent else None,
-        "verdict": decision.verdict.value if decision else None,
-        "reason": decision.reason if decision else None,
-        "objects": [{"object": str(o.ref), "apiVersion": o.ref.api_version,
-                     "kind": o.ref.kind, "namespace": o.ref.namespace, "name": o.ref.name,
-                     "wave": o.wave, "change": o.change, "note": o.note,
-                     **_located(o.location)} for o in plan.objects],
-        "drops": [{"object": d.object, "carried": d.carried, "reason": d.reason,
-                   **_located(d.location)} for d in (decision.drops if decision else ())],
-        "prunes": [{"object": str(cluster.ObjectRef(p.entry.api_version, p.entry.kind,
-                                                    p.entry.namespace, p.entry.name)),
-                    "intentId": p.entry.intent_id, "kept": p.kept or None}
-                   for p in plan.prunes],
-        "errors": list(plan.errors),
-        "notes": list(plan.notes),
-        "summary": {c: plan.count(c)
-                    for c in ("created", "configured", "unchanged", "applied", FAILS, UNKNOWN)},
-    }, indent=2)
-
-
-def _located(location: documents.Location) -> Mapping[str, Any]:
-    return {"file": location.file, "line": location.line, "document": location.document}

@@ -50,11 +50,8 @@ class Finding:
     def where(self) -> str:
         """`file:line:column` of the field when known, else of the document."""
         if self.line is not None:
-            column = f":{self.column}" if self.column is not None else ""
-            return f"{self.location.file}:{self.line}{column}"
-        if self.location.line is not None:
-            return f"{self.location.file}:{self.location.line}"
-        return self.location.file
+            return documents.position(self.location.file, self.line, self.column)
+        return self.location.position
 
     def __str__(self) -> str:
         what = f" {self.object}" if self.object else ""
@@ -100,7 +97,7 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     schema = load_schema(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)  # type: ignore[no-any-return]
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """The intent fence: accept, keep or refuse an intent, and split manifests. Pure logic.
 
-Called by reconcile.sync_once() with the recorded state and a freshly read bundle; it does
-no I/O, so every rule of the protocol is pinned by fast unit tests.
+Called by pipeline.evaluate() and the manager's plan with the recorded state and a freshly
+read bundle; it does no I/O, so every rule of the protocol is pinned by fast unit tests.
 """
 
 from __future__ import annotations
@@ -31,12 +31,20 @@ class Accepted:
 
 @dataclasses.dataclass(frozen=True)
 class Drop:
-    """A manifest that was not applied, and why."""
+    """A manifest that was not applied, and why. It holds its live object (inventory.held)."""
 
-    location: documents.Location
-    object: str  # Kind/namespace/name
+    manifest: documents.Manifest
     carried: str | None  # the intent id it carried, None when it had none
     reason: str
+
+    @property
+    def location(self) -> documents.Location:
+        return self.manifest.location
+
+    @property
+    def object(self) -> str:
+        """`Kind/namespace/name`, as the manifest wrote it."""
+        return self.manifest.describe()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +115,5 @@ def split(
             if carried is not None
             else f"carries no intent id; the accepted intent is {intent_id!r}"
         )
-        drops.append(Drop(location=manifest.location, object=manifest.describe(),
-                          carried=carried, reason=reason))
+        drops.append(Drop(manifest=manifest, carried=carried, reason=reason))
     return tuple(apply), tuple(drops)

@@ -57,18 +57,13 @@ def assess(obj: Mapping[str, Any]) -> Health:
     if metadata.get("deletionTimestamp"):
         return _deleting(metadata=metadata)
     group = _group(obj.get("apiVersion"))
-    family = _FAMILIES.get((group, obj.get("kind")))
+    family = _FAMILIES.get((group, obj.get("kind", "")))
     if family is not None:
         return family(obj)
     return _assess_by_conditions(obj, require_ready=not _is_builtin(group))
 
 
 # --- the families -------------------------------------------------------------------------
-
-
-def _custom_resource(obj: Mapping[str, Any]) -> Health:
-    """Custom resources: Ready=True at the current generation; no Ready yet is not healthy."""
-    return _assess_by_conditions(obj, require_ready=True)
 
 
 def _assess_by_conditions(obj: Mapping[str, Any], *, require_ready: bool) -> Health:

@@ -4,16 +4,23 @@ The front half, `evaluate()`: fetch -> bundle -> validate -> fence -> record acc
 The back half, `execute()`: roll out -> prune -> record the outcome.
 `sync_once()` runs both. The long-running agent runs the front half on every trigger and
 the back half in its worker, so a newer intent can be accepted (and the running rollout
-aborted) while a rollout waits. Every record goes through `SiteBox`, which saves in
-`finally`, so each exit path leaves a true record.
+aborted) while a rollout waits.
+
+Every change to the record is a pure transition of `state` applied through `SiteBox`.
+Each half computes its values as it goes; its `finally` only hands the transition that
+records them to the box, so every exit path (an error of ours, a bug, an abort) leaves a
+true record. A pass that meets an exception that is not a ReconcilerError ends `failed`
+with the error recorded, never `ok`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,9 +28,11 @@ from reconciler import cluster, contract, errors
 from reconciler.repo import bundle, documents, schemas, source
 from reconciler.repo import tree as trees
 from reconciler.site import abort as aborts
-from reconciler.site import fence, rollout, state
+from reconciler.site import fence, inventory, prune, rollout, state
 
 log = logging.getLogger("reconciler")
+
+Transition = Callable[[state.SiteState], state.SiteState]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +56,7 @@ class SyncResult:
     verdict: fence.Verdict | None
     intent_id: str | None  # the intent in force after the pass
     message: str
-    results: tuple[rollout.ObjectResult, ...] = ()
+    results: tuple[inventory.ObjectResult, ...] = ()
     drops: tuple[fence.Drop, ...] = ()
     errors: tuple[str, ...] = ()
     phase: state.Outcome | None = None
@@ -70,8 +79,9 @@ class SiteBox:
         self._lock = threading.RLock()
         self.current = store.load()
 
-    def update(self, change: Callable[[state.SiteState], state.SiteState]) -> state.SiteState:
-        """Apply `change` and save the result durably before returning it."""
+    def update(self, change: Transition) -> state.SiteState:
+        """Apply `change` to the record as it is now and save the result durably before
+        returning it. When the save fails, the record in memory stays as it was."""
         with self._lock:
             updated = change(self.current)
             self.store.save(updated)
@@ -111,16 +121,22 @@ def evaluate(
     critical section, which stops the running rollout (abort, then drain its applies) and
     keeps any older plan from starting until the acceptance is on disk.
     """
-    box.update(lambda s: dataclasses.replace(
-        s, source=state.SourceRecord(url=repo.display_url, branch=options.branch),
-        last_sync=state.SyncRecord(started_at=state.now(), commit=None, result="running")))
-    stage, commit = "fetch", None
+    stage, commit = "state", None
+    plan: Plan | None = None
+    ending: Transition | None = None  # what the finally records when the pass ends here
+    result: SyncResult | None = None
     try:
+        box.update(functools.partial(
+            state.start_sync, source=state.SourceRecord(url=repo.display_url,
+                                                        branch=options.branch),
+            now=state.now()))
+
         # Pull: the new head, refused when it rewrote history.
+        stage = "fetch"
         revision = repo.fetch(last_head=box.current.last_fetched_head,
                               allow_history_rewrite=options.allow_history_rewrite)
         commit = revision.sha
-        box.update(lambda s: dataclasses.replace(s, last_fetched_head=revision.sha))
+        box.update(functools.partial(state.record_fetch, head=commit))
         log.info("fetched %s at %s (%s)", options.branch, commit[:12], revision.subject)
 
         # Read the site's intent and manifests at that commit; stop on anything malformed.
@@ -142,246 +158,220 @@ def evaluate(
                                     intent=site_bundle.intent, manifests=site_bundle.manifests)
         for drop in decision.drops:
             log.warning("dropped %s from %s: %s", drop.object, drop.location, drop.reason)
+        drops = state.drop_records(decision.drops)
         if decision.verdict is fence.Verdict.REFUSE:
             log.error("refused: %s", decision.reason)
-            box.update(lambda s: _finish_sync(s.with_history(state.HistoryEntry(
-                id=site_bundle.intent.id, sequence=site_bundle.intent.sequence, commit=commit,
-                outcome=state.Outcome.REFUSED, finished_at=state.now(),
-                message=decision.reason,
-            )), commit=commit, decision=decision, outcome=None, error=None))
-            return None, _result(ok=False, options=options, commit=commit, decision=decision,
-                                 message=decision.reason)
-        drops = tuple(_drop_record(d) for d in decision.drops)
-
-        # Accept: stop the running rollout, then record the new intent durably, before
-        # anything is applied for it.
-        if decision.verdict is fence.Verdict.ACCEPT:
+            now = state.now()
+            ending = _compose(
+                functools.partial(state.refuse, intent=site_bundle.intent, commit=commit,
+                                  reason=decision.reason, now=now),
+                _finish(commit=commit, decision=decision, result="refused",
+                        message=decision.reason, now=now))
+            result = _result(ok=False, options=options, commit=commit, decision=decision,
+                             message=decision.reason)
+        elif decision.verdict is fence.Verdict.ACCEPT:
+            # Accept: stop the running rollout, then record the new intent durably,
+            # before anything is applied for it.
+            stage = "accept"
             with superseding(decision.intent_id):
-                box.update(lambda s: dataclasses.replace(
-                    _accept(s, intent=site_bundle.intent, commit=revision.sha), drops=drops))
+                box.update(functools.partial(state.accept, intent=site_bundle.intent,
+                                             commit=commit, drops=drops, now=state.now()))
             log.info("accepted intent %s (%s)", decision.intent_id, decision.reason)
+            plan = Plan(commit=commit, decision=decision, site_bundle=site_bundle)
         else:
-            box.update(lambda s: dataclasses.replace(s, drops=drops))
+            stage = "accept"
+            box.update(functools.partial(state.keep, drops=drops))
             log.info("intent %s is in force; converging", decision.intent_id)
-        return Plan(commit=commit, decision=decision, site_bundle=site_bundle), None
+            plan = Plan(commit=commit, decision=decision, site_bundle=site_bundle)
     except errors.ReconcilerError as exc:
         error = str(exc)
         log.error("%s", error)
-        box.update(lambda s: _finish_sync(
-            s.with_error(state.ErrorRecord(time=state.now(), stage=stage, message=error,
-                                           commit=commit)),
-            commit=commit, decision=None, outcome=None, error=error))
-        found = exc.findings if isinstance(exc, errors.ValidationError) else [error]
-        return None, _result(ok=False, options=options, commit=commit, decision=None,
-                             message=error, errors=tuple(found))
+        found = tuple(exc.findings) if isinstance(exc, errors.ValidationError) else (error,)
+        ending = _failed(stage=stage, commit=commit, error=error)
+        result = _result(ok=False, options=options, commit=commit, decision=None,
+                         message=error, errors=found)
+    except Exception as exc:  # a bug or an unforeseen answer: failed, never ok
+        log.exception("%s stage failed unexpectedly", stage)
+        error = f"{stage} failed: internal error: {errors.describe(exc)}"
+        ending = _failed(stage=stage, commit=commit, error=error)
+        result = _result(ok=False, options=options, commit=commit, decision=None,
+                         message=error, errors=(error,))
+    finally:
+        if ending is not None:
+            result = _save(box, ending, result)
+    return plan, result
 
 
 def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Options,
             abort: aborts.Abort) -> SyncResult:
     """The back half: roll the plan out, prune after success, and record the outcome."""
-    decision, intent = plan.decision, plan.site_bundle.intent
-    outcome: rollout.Result | None = None
-    pruned: list[rollout.ObjectResult] = []
-    error: str | None = None
+    decision, intent, commit = plan.decision, plan.site_bundle.intent, plan.commit
     done = box.current.rollout
     # A pass over what already rolled out successfully is a drift pass: it re-applies what
     # changed out of band, and leaves the rollout record and the history as they are
     # unless it fails.
     drift_pass = (done is not None and done.phase is state.Outcome.SUCCEEDED
-                  and done.intent_id == decision.intent_id and done.commit == plan.commit)
-    if not drift_pass:
-        box.update(lambda s: dataclasses.replace(s, rollout=state.RolloutRecord(
-            intent_id=decision.intent_id, commit=plan.commit, phase=state.Outcome.PROGRESSING,
-            started_at=state.now(), waves=rollout.wave_records(decision.apply)),
-        ).update_history(decision.intent_id, outcome=state.Outcome.PROGRESSING))
+                  and done.intent_id == decision.intent_id and done.commit == commit)
 
-    def on_progress(waves: tuple[state.WaveRecord, ...]) -> None:
-        if not drift_pass:
-            box.update(lambda s: dataclasses.replace(s, rollout=dataclasses.replace(
-                s.rollout, waves=waves)) if s.rollout else s)
+    def conclude(outcome: rollout.Result, *, pruned: tuple[inventory.ObjectResult, ...] = (),
+                 keep_only: frozenset[str] | None = None,
+                 error: tuple[str, str] | None = None) -> tuple[Transition, SyncResult]:
+        """The record and the result of the pass, had it ended here."""
+        if error is not None and outcome.phase is state.Outcome.SUCCEEDED:
+            outcome = dataclasses.replace(outcome, phase=state.Outcome.FAILED,
+                                          message=error[1])
+        if error is None and outcome.phase is not state.Outcome.SUCCEEDED:
+            error = ("apply", outcome.message)
+        results = outcome.results + pruned
+        aborted = outcome.phase is state.Outcome.ABORTED
+        transition = _recorded(
+            decision=decision, commit=commit, outcome=outcome, results=results,
+            keep_only=keep_only, error=error, drift_pass=drift_pass,
+            superseded_by=abort.superseded_by if aborted else None,
+            shutdown=aborted and abort.shutdown, now=state.now())
+        message = (f"intent {decision.intent_id} {outcome.phase.value.lower()}"
+                   + (f": {outcome.message}" if outcome.message else ""))
+        return transition, _result(
+            ok=error is None, options=options, commit=commit, decision=decision,
+            message=message, results=results, phase=outcome.phase,
+            errors=(error[1],) if error else ())
 
+    # Until a step below says otherwise, the pass was interrupted (a BaseException).
+    ending, final = conclude(_failure("interrupted before the rollout ended"))
+    outcome: rollout.Result | None = None
+    stage = "apply"
     try:
+        if not drift_pass:
+            box.update(functools.partial(
+                state.start_rollout, intent_id=decision.intent_id, commit=commit,
+                waves=rollout.wave_records(decision.apply), now=state.now()))
+
+        def on_progress(waves: tuple[state.WaveRecord, ...]) -> None:
+            if not drift_pass:
+                box.update(functools.partial(state.record_waves,
+                                             intent_id=decision.intent_id, waves=waves))
+
+        # Held: objects whose manifests this revision dropped. Known before any apply, so
+        # recording the outcome needs no cluster.
+        held = inventory.held_ids(rollout.ref_of(target, d.manifest, site=options.site)
+                                  for d in decision.drops)
         outcome = rollout.run(target=target, site=options.site, crds=plan.site_bundle.crds,
                               manifests=decision.apply, abort=abort, on_progress=on_progress,
                               health_timeout=intent.health_timeout)
+        ending, final = conclude(outcome)
         if outcome.phase is state.Outcome.SUCCEEDED and intent.prune:
             # Prune: only now, after a successful rollout of the accepted intent, and only
             # objects with no manifest left at all. A dropped (stale) manifest holds its
             # object: a conflict to resolve in Git, not a request to delete.
-            keep = {r.ref.inventory_id for r in outcome.results if r.intent_id}
-            keep |= _held(plan, target=target, site=options.site)
-            stale = [e for e in box.current.inventory if e.id not in keep]
+            applied = inventory.applied_ids(outcome.results)
+            stale = inventory.stale(box.current.inventory, applied=applied, held=held)
+            stage = "prune"
             try:
-                pruned = rollout.prune(target=target, site=options.site, stale=stale,
-                                       abort=abort)
+                pruned = tuple(prune.run(target=target, site=options.site, stale=stale,
+                                         abort=abort))
+                ending, final = conclude(outcome, pruned=pruned, keep_only=applied | held)
             except errors.AbortedError as exc:
-                outcome = dataclasses.replace(outcome, phase=state.Outcome.ABORTED,
-                                              message=str(exc))
+                ending, final = conclude(dataclasses.replace(
+                    outcome, phase=state.Outcome.ABORTED, message=str(exc)))
             except errors.ReconcilerError as exc:
-                outcome = dataclasses.replace(outcome, phase=state.Outcome.FAILED,
-                                              message=f"prune failed: {exc}")
-        ok = outcome.phase is state.Outcome.SUCCEEDED
-        if not ok:
-            error = outcome.message
+                ending, final = conclude(outcome, error=("prune", f"prune failed: {exc}"))
+        if outcome.phase is not state.Outcome.SUCCEEDED:
             log.error("rollout of intent %s %s: %s", decision.intent_id,
                       outcome.phase.value.lower(), outcome.message)
-        message = (f"intent {decision.intent_id} {outcome.phase.value.lower()}"
-                   + (f": {outcome.message}" if outcome.message else ""))
-        final = dataclasses.replace(outcome, results=outcome.results + tuple(pruned))
-        return _result(ok=ok, options=options, commit=plan.commit, decision=decision,
-                       message=message, outcome=final)
     except errors.ReconcilerError as exc:
-        error = str(exc)
-        log.error("%s", error)
-        return _result(ok=False, options=options, commit=plan.commit, decision=decision,
-                       message=error, errors=(error,))
+        log.error("%s", exc)
+        stage = "state" if isinstance(exc, errors.StateError) else stage
+        ending, final = conclude(outcome or _failure(str(exc)), error=(stage, str(exc)))
+    except Exception as exc:  # a bug or an unforeseen answer: failed, never ok
+        log.exception("%s of intent %s failed unexpectedly", stage, decision.intent_id)
+        message = f"{stage} failed: internal error: {errors.describe(exc)}"
+        ending, final = conclude(outcome or _failure(message), error=(stage, message))
     finally:
-        def record(s: state.SiteState) -> state.SiteState:
-            if outcome is not None and not (drift_pass and outcome.phase in (
-                    state.Outcome.SUCCEEDED, state.Outcome.ABORTED)):
-                s = _record_rollout(s, outcome=outcome, abort=abort,
-                                    prune_enabled=intent.prune,
-                                    held=_held(plan, target=target, site=options.site))
-            elif outcome is not None:
-                s = _record_inventory(s, outcome=outcome, prune_enabled=intent.prune,
-                                      held=_held(plan, target=target, site=options.site))
-            if error is not None and not abort.is_set:
-                s = s.with_error(state.ErrorRecord(time=state.now(), stage="apply",
-                                                   message=error, commit=plan.commit))
-            return _finish_sync(s, commit=plan.commit, decision=decision, outcome=outcome,
-                                error=error, pruned=len(pruned))
-        box.update(record)
+        final = _save(box, ending, final)
+    return final
 
 
-def _accept(current: state.SiteState, *, intent: documents.Intent, commit: str) -> state.SiteState:
-    """The state with `intent` accepted and the previous intent marked superseded."""
-    old = current.accepted
-    if old is not None:
-        open_phases = (state.Outcome.PENDING, state.Outcome.PROGRESSING)
-        running = (current.rollout is not None and current.rollout.intent_id == old.id
-                   and current.rollout.phase in open_phases)
-        entry = next((e for e in reversed(current.history)
-                      if e.id == old.id and e.outcome is not state.Outcome.REFUSED), None)
-        changes: dict[str, object] = {"superseded_by": intent.id}
-        # Still open: rolling out, or accepted and superseded before its rollout began
-        # (two intents landing in quick succession). Either way it ends here.
-        if running or (entry is not None and entry.outcome in open_phases):
-            changes.update(outcome=state.Outcome.ABORTED, finished_at=state.now(),
-                           message=f"Aborted (superseded by {intent.id})")
-        current = current.update_history(old.id, **changes)
-        if running and current.rollout is not None:
-            current = dataclasses.replace(current, rollout=dataclasses.replace(
-                current.rollout, phase=state.Outcome.ABORTED, finished_at=state.now(),
-                superseded_by=intent.id, message=f"Aborted (superseded by {intent.id})"))
-    accepted = fence.Accepted(id=intent.id, sequence=intent.sequence, commit=commit,
-                              accepted_at=state.now())
-    current = dataclasses.replace(current, accepted=accepted)
-    return current.with_history(state.HistoryEntry(
-        id=intent.id, sequence=intent.sequence, commit=commit,
-        outcome=state.Outcome.PENDING, accepted_at=accepted.accepted_at,
-    ))
+def _failure(message: str) -> rollout.Result:
+    """The outcome of a rollout that ended before it could say how."""
+    return rollout.Result(phase=state.Outcome.FAILED, results=(), waves=(), message=message)
 
 
-def _held(plan: Plan, *, target: cluster.Cluster, site: str) -> set[str]:
-    """Inventory ids of the objects whose manifests this revision dropped."""
-    applied = {id(m) for m in plan.decision.apply}
-    return {rollout.ref_of(target, m, site=site).inventory_id
-            for m in plan.site_bundle.manifests if id(m) not in applied}
-
-
-def _record_rollout(current: state.SiteState, *, outcome: rollout.Result, abort: aborts.Abort,
-                    prune_enabled: bool, held: set[str]) -> state.SiteState:
-    """Inventory, rollout record and history after a rollout ended."""
-    if current.rollout is None:
-        return current
-    finished = state.now()
-    current = _record_inventory(current, outcome=outcome, prune_enabled=prune_enabled,
-                                held=held)
-    if abort.shutdown:
+def _recorded(*, decision: fence.Decision, commit: str, outcome: rollout.Result,
+              results: tuple[inventory.ObjectResult, ...], keep_only: frozenset[str] | None,
+              error: tuple[str, str] | None, drift_pass: bool, superseded_by: str | None,
+              shutdown: bool, now: str) -> Transition:
+    """The transition that records how the back half ended. Pure: it only composes."""
+    steps: list[Transition] = [functools.partial(
+        state.record_inventory, results=results, keep_only=keep_only, now=now)]
+    if not (drift_pass and outcome.phase in (state.Outcome.SUCCEEDED, state.Outcome.ABORTED)):
         # Stopped for shutdown: the rollout resumes at the next start, so it stays open.
-        phase, message = state.Outcome.PROGRESSING, "interrupted by shutdown; resumes on start"
-    else:
-        phase, message = outcome.phase, outcome.message
-    superseded = abort.superseded_by if outcome.phase is state.Outcome.ABORTED else None
-    if superseded:
-        message = f"Aborted (superseded by {superseded})"
-    rollout_record = dataclasses.replace(
-        current.rollout, phase=phase, message=message, waves=outcome.waves,
-        finished_at=None if phase is state.Outcome.PROGRESSING else finished,
-        superseded_by=superseded,
-    )
-    current = dataclasses.replace(current, rollout=rollout_record)
-    if superseded:
-        return current  # the acceptance of the newer intent already closed its history entry
-    return current.update_history(
-        rollout_record.intent_id, outcome=phase, message=message,
-        finished_at=None if phase is state.Outcome.PROGRESSING else finished)
+        stopped = shutdown and outcome.phase is state.Outcome.ABORTED
+        steps.append(functools.partial(
+            state.end_rollout, intent_id=decision.intent_id,
+            phase=state.Outcome.PROGRESSING if stopped else outcome.phase,
+            message="interrupted by shutdown; resumes on start" if stopped else outcome.message,
+            waves=outcome.waves, superseded_by=superseded_by, now=now))
+    if error is not None and superseded_by is None and not shutdown:
+        steps.append(functools.partial(state.record_error, stage=error[0], message=error[1],
+                                       commit=commit, now=now))
+    failed = error is not None or outcome.phase is not state.Outcome.SUCCEEDED
+    steps.append(_finish(
+        commit=commit, decision=decision, result="failed" if failed else "ok",
+        message=error[1] if error else outcome.message if failed else decision.reason,
+        now=now, changes=tuple(r.change for r in results)))
+    return _compose(*steps)
 
 
-def _record_inventory(current: state.SiteState, *, outcome: rollout.Result,
-                      prune_enabled: bool, held: set[str]) -> state.SiteState:
-    """The inventory after a rollout: what it applied, less what a successful prune removed."""
-    applied_at = state.now()
-    inventory = {entry.id: entry for entry in current.inventory}
-    for result in outcome.results:
-        if result.intent_id is None:
-            continue  # CRDs from crds/: shared by every site, never in a site's inventory
-        if result.change is cluster.Change.DELETED:
-            inventory.pop(result.ref.inventory_id, None)
-            continue
-        inventory[result.ref.inventory_id] = state.InventoryEntry(
-            id=result.ref.inventory_id, api_version=result.ref.api_version,
-            kind=result.ref.kind, namespace=result.ref.namespace, name=result.ref.name,
-            intent_id=result.intent_id, applied_at=applied_at,
-            resource_version=result.resource_version, wave=result.wave,
-        )
-    if outcome.phase is state.Outcome.SUCCEEDED and prune_enabled:
-        # After a successful prune the inventory is what this intent applied, plus the
-        # objects held by dropped manifests.
-        desired = {r.ref.inventory_id for r in outcome.results
-                   if r.intent_id and r.change is not cluster.Change.DELETED} | held
-        inventory = {key: entry for key, entry in inventory.items() if key in desired}
-    return dataclasses.replace(current,
-                               inventory=tuple(inventory[key] for key in sorted(inventory)))
+def _failed(*, stage: str, commit: str | None, error: str) -> Transition:
+    """The transition that records a front-half failure at `stage`."""
+    now = state.now()
+    return _compose(
+        functools.partial(state.record_error, stage=stage, message=error, commit=commit,
+                          now=now),
+        _finish(commit=commit, decision=None, result="failed", message=error, now=now))
 
 
-def _drop_record(drop: fence.Drop) -> state.DropRecord:
-    return state.DropRecord(file=drop.location.file, document=drop.location.document,
-                            line=drop.location.line, object=drop.object, carried=drop.carried,
-                            reason=drop.reason)
+def _finish(*, commit: str | None, decision: fence.Decision | None, result: str, message: str,
+            now: str, changes: tuple[cluster.Change, ...] = ()) -> Transition:
+    return functools.partial(
+        state.finish_sync, commit=commit, result=result, message=message,
+        verdict=decision.verdict.value if decision else None, now=now, changes=changes,
+        dropped=len(decision.drops) if decision else 0)
 
 
-def _finish_sync(current: state.SiteState, *, commit: str | None,
-                 decision: fence.Decision | None, outcome: rollout.Result | None,
-                 error: str | None, pruned: int = 0) -> state.SiteState:
-    record = current.last_sync or state.SyncRecord(started_at=state.now(), commit=commit,
-                                                   result="running")
-    counts = {change: 0 for change in cluster.Change}
-    for result in outcome.results if outcome else ():
-        counts[result.change] += 1
-    if decision is not None and decision.verdict is fence.Verdict.REFUSE:
-        result_text, message = "refused", decision.reason
-    elif error is not None:
-        result_text, message = "failed", error
-    else:
-        result_text, message = "ok", decision.reason if decision else ""
-    return dataclasses.replace(current, last_sync=dataclasses.replace(
-        record, finished_at=state.now(), commit=commit, result=result_text, message=message,
-        verdict=decision.verdict.value if decision else None,
-        created=counts[cluster.Change.CREATED], configured=counts[cluster.Change.CONFIGURED],
-        unchanged=counts[cluster.Change.UNCHANGED], pruned=pruned,
-        dropped=len(decision.drops) if decision else 0,
-    ))
+def _compose(*steps: Transition) -> Transition:
+    def composed(current: state.SiteState) -> state.SiteState:
+        for step in steps:
+            current = step(current)
+        return current
+    return composed
+
+
+_R = typing.TypeVar("_R", SyncResult, SyncResult | None)
+
+
+def _save(box: SiteBox, ending: Transition, result: _R) -> _R:
+    """Record `ending`. When the record cannot be saved, the pass has failed: the result
+    says so (the state file keeps the last record that could be written)."""
+    try:
+        box.update(ending)
+    except errors.StateError as exc:
+        log.error("%s", exc)
+        if result is None:
+            return result
+        return dataclasses.replace(result, ok=False, message=f"{result.message}; {exc}",
+                                   errors=(*result.errors, str(exc)))
+    return result
 
 
 def _result(*, ok: bool, options: Options, commit: str | None,
             decision: fence.Decision | None, message: str,
-            outcome: rollout.Result | None = None, errors: tuple[str, ...] = ()) -> SyncResult:
+            results: tuple[inventory.ObjectResult, ...] = (), phase: state.Outcome | None = None,
+            errors: tuple[str, ...] = ()) -> SyncResult:
     return SyncResult(
         ok=ok, site=options.site, commit=commit,
         verdict=decision.verdict if decision else None,
         intent_id=decision.intent_id if decision else None,
-        message=message, results=outcome.results if outcome else (),
-        drops=decision.drops if decision else (), errors=errors,
-        phase=outcome.phase if outcome else None,
+        message=message, results=results,
+        drops=decision.drops if decision else (), errors=errors, phase=phase,
     )

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from reconciler import durations
+from reconciler.repo import documents
 from reconciler.site import pipeline, state
 
 
@@ -71,7 +72,7 @@ def status_text(site: state.SiteState) -> str:
     out.append(f"Drops ({len(site.drops)}):")
     if site.drops:
         out.append(table(["OBJECT", "FILE", "CARRIED", "REASON"], [
-            (d.object, f"{d.file}:{d.line}" if d.line else d.file, d.carried or "(none)", d.reason)
+            (d.object, documents.position(d.file, d.line), d.carried or "(none)", d.reason)
             for d in site.drops
         ]))
     out.append("")

@@ -1,9 +1,9 @@
-"""Roll the accepted intent's manifests out to the cluster, wave by wave. Called by reconcile.
+"""Roll the accepted intent's manifests out to the cluster, wave by wave. Called by pipeline.
 
 Each wave: apply its objects (kind groups in order, each group concurrently, every apply
 through the abort gate), then wait until all of them are healthy, one fails, or the health
 timeout passes. Every wait uses the abort signal, so a newer intent stops the rollout at
-once. After a successful rollout, `prune()` deletes what is no longer desired.
+once. After a successful rollout, `prune.run()` deletes what is no longer desired.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import concurrent.futures
 import copy
 import dataclasses
 import logging
-import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 from reconciler import cluster, contract, errors
 from reconciler.repo import documents
 from reconciler.site import abort as aborts
-from reconciler.site import drift, health, state
+from reconciler.site import drift, health, inventory, state
 
 log = logging.getLogger("reconciler.site.rollout")
 
@@ -29,39 +27,16 @@ RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts at a retryable apply
 CRD_ESTABLISH_TIMEOUT = 30.0
 POLL_INTERVAL = 0.25  # seconds between health reads while a wave waits
 APPLY_CONCURRENCY = 4
-CRD_KIND = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
-
-# Within a wave, kinds go in this order; custom resources (anything unlisted) go last.
-_KIND_ORDER = {kind: rank for rank, kind in enumerate((
-    "Namespace", "CustomResourceDefinition", "ServiceAccount", "Role", "ClusterRole",
-    "RoleBinding", "ClusterRoleBinding", "ConfigMap", "Secret", "Service",
-    "PersistentVolumeClaim", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job",
-    "CronJob", "Pod",
-))}
-_CUSTOM_RANK = len(_KIND_ORDER)
-
-
-@dataclasses.dataclass(frozen=True)
-class ObjectResult:
-    """What one step did to one object: the ChangeSet entry that feeds inventory and logs."""
-
-    ref: cluster.ObjectRef
-    change: cluster.Change
-    resource_version: str | None
-    intent_id: str | None
-    wave: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Result:
+    """How a rollout ended, with every object result and the record of every wave."""
+
     phase: state.Outcome
-    results: tuple[ObjectResult, ...]
+    results: tuple[inventory.ObjectResult, ...]
     waves: tuple[state.WaveRecord, ...]
     message: str = ""
-
-
-def kind_rank(kind: str) -> int:
-    return _KIND_ORDER.get(kind, _CUSTOM_RANK)
 
 
 def desired(manifest: documents.Manifest, *, site: str) -> dict[str, Any]:
@@ -83,7 +58,8 @@ def plan_waves(
     waves: dict[int, list[documents.Manifest]] = {}
     for manifest in manifests:
         waves.setdefault(manifest.wave, []).append(manifest)
-    return [(wave, sorted(items, key=lambda m: (kind_rank(m.kind), m.name, m.namespace or "")))
+    return [(wave, sorted(items, key=lambda m: (inventory.kind_rank(m.kind), m.name,
+                                                m.namespace or "")))
             for wave, items in sorted(waves.items())]
 
 
@@ -113,7 +89,7 @@ def run(
     Objects whose live state already holds every desired field are not written: they are
     reported unchanged. The live state is read with one list per kind, by the site label.
     """
-    results: list[ObjectResult] = []
+    results: list[inventory.ObjectResult] = []
     records = list(wave_records(manifests))
     live: dict[cluster.ObjectRef, Mapping[str, Any]] = {}
 
@@ -123,26 +99,26 @@ def run(
 
     try:
         if crds:
-            live.update(_list_live(target=target, manifests=crds, site=site))
+            live.update(list_live(target=target, manifests=crds, site=site))
             results.extend(_apply_group(target=target, items=crds, site=site, abort=abort,
                                         live=live, wave=0, intent_bound=False))
             _await_crds(target=target, crds=crds, abort=abort)
-        live.update(_list_live(target=target, manifests=manifests, site=site))
+        live.update(list_live(target=target, manifests=manifests, site=site))
         for index, (wave, items) in enumerate(plan_waves(manifests)):
             mark(index, state.WavePhase.APPLYING)
             try:
                 for group in _kind_groups(items):
                     results.extend(_apply_group(target=target, items=group, site=site,
                                                 abort=abort, live=live, wave=wave))
-                    if any((m.api_version, m.kind) == CRD_KIND for m in group):
+                    if any(documents.is_crd(m) for m in group):
                         _await_crds(target=target, crds=group, abort=abort)
-                        live.update(_list_live(target=target, manifests=items, site=site))
+                        live.update(list_live(target=target, manifests=items, site=site))
                 mark(index, state.WavePhase.WAITING)
                 _await_healthy(target=target, items=items, site=site, wave=wave, abort=abort,
                                timeout=health_timeout, poll_interval=poll_interval, clock=clock)
             except errors.AbortedError:
                 raise
-            except errors.ReconcilerError:
+            except Exception:
                 mark(index, state.WavePhase.FAILED)
                 raise
             mark(index, state.WavePhase.HEALTHY)
@@ -154,13 +130,18 @@ def run(
     except errors.ReconcilerError as exc:
         return Result(phase=state.Outcome.FAILED, results=tuple(results),
                       waves=tuple(records), message=str(exc))
+    except Exception as exc:  # a bug or an unforeseen answer: failed, never ok
+        log.exception("rollout failed unexpectedly")
+        return Result(phase=state.Outcome.FAILED, results=tuple(results),
+                      waves=tuple(records), message=f"internal error: {errors.describe(exc)}")
 
 
 def _kind_groups(items: Sequence[documents.Manifest]) -> list[list[documents.Manifest]]:
     """Consecutive runs of the same kind rank: applied one run after the other."""
     groups: list[list[documents.Manifest]] = []
     for manifest in items:
-        if groups and kind_rank(groups[-1][0].kind) == kind_rank(manifest.kind):
+        if groups and (inventory.kind_rank(groups[-1][0].kind)
+                       == inventory.kind_rank(manifest.kind)):
             groups[-1].append(manifest)
         else:
             groups.append([manifest])
@@ -169,13 +150,13 @@ def _kind_groups(items: Sequence[documents.Manifest]) -> list[list[documents.Man
 
 def _apply_group(*, target: cluster.Cluster, items: Sequence[documents.Manifest], site: str,
                  abort: aborts.Abort, live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
-                 wave: int, intent_bound: bool = True) -> list[ObjectResult]:
+                 wave: int, intent_bound: bool = True) -> list[inventory.ObjectResult]:
     """Apply a group concurrently (bounded); all errors of the group in one ApplyError."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=APPLY_CONCURRENCY) as pool:
         futures = [pool.submit(_apply_one, target=target, manifest=m, site=site, abort=abort,
                                live=live, wave=wave, intent_bound=intent_bound)
                    for m in items]
-        done: list[ObjectResult] = []
+        done: list[inventory.ObjectResult] = []
         failures: list[str] = []
         aborted: errors.AbortedError | None = None
         for future in futures:
@@ -211,7 +192,7 @@ def _key(target: cluster.Cluster, obj: Mapping[str, Any]) -> cluster.ObjectRef:
     return ref
 
 
-def _list_live(*, target: cluster.Cluster, manifests: Iterable[documents.Manifest],
+def list_live(*, target: cluster.Cluster, manifests: Iterable[documents.Manifest],
                site: str) -> dict[cluster.ObjectRef, Mapping[str, Any]]:
     """The site's live objects of every kind in `manifests`: one list per kind."""
     found: dict[cluster.ObjectRef, Mapping[str, Any]] = {}
@@ -235,7 +216,7 @@ def _apply_one(
     live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
     wave: int,
     intent_bound: bool,
-) -> ObjectResult:
+) -> inventory.ObjectResult:
     body = desired(manifest, site=site)
     intent_id = manifest.intent_id if intent_bound else None
     current = live.get(_key(target, body))
@@ -243,7 +224,7 @@ def _apply_one(
         abort.check()
         ref = cluster.ObjectRef.of(current)
         log.debug("%s unchanged", ref)
-        return ObjectResult(ref=ref, change=cluster.Change.UNCHANGED,
+        return inventory.ObjectResult(ref=ref, change=cluster.Change.UNCHANGED,
                             resource_version=current.get("metadata", {}).get("resourceVersion"),
                             intent_id=intent_id, wave=wave)
     force = False
@@ -270,7 +251,7 @@ def _apply_one(
                 abort.check()
     change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
     log.info("%s %s", applied.ref, change.value)
-    return ObjectResult(ref=applied.ref, change=change,
+    return inventory.ObjectResult(ref=applied.ref, change=change,
                         resource_version=applied.resource_version, intent_id=intent_id,
                         wave=wave)
 
@@ -281,7 +262,7 @@ def _imperative_editors(target: cluster.Cluster, body: Mapping[str, Any],
 
     Empty when any of them is another applier, or the object cannot be read.
     """
-    names = sorted(set(re.findall(r'conflict with "([^"]+)"', str(conflict))))
+    names = sorted(set(conflict.managers))
     if not names:
         return []
     try:
@@ -299,28 +280,19 @@ def _imperative_editors(target: cluster.Cluster, body: Mapping[str, Any],
 def _await_crds(*, target: cluster.Cluster, crds: Sequence[documents.Manifest],
                 abort: aborts.Abort) -> None:
     """Wait until every applied CRD's kind is served, so its objects can be applied."""
-    kinds = []
-    for crd in crds:
-        if (crd.api_version, crd.kind) != CRD_KIND:
-            continue
-        spec = crd.body.get("spec") or {}
-        group = spec.get("group", "")
-        kind = (spec.get("names") or {}).get("kind", "")
-        for version in spec.get("versions") or []:
-            if version.get("served", True):
-                kinds.append((f"{group}/{version.get('name')}", kind))
+    kinds = [(s.api_version, s.kind) for crd in crds for s in documents.served_kinds(crd)]
     waited = 0.0
     for api_version, kind in kinds:
         while True:
             try:
                 target.resource(api_version=api_version, kind=kind)
                 break
-            except errors.NotFoundError:
+            except errors.NotFoundError as exc:
                 if waited >= CRD_ESTABLISH_TIMEOUT:
                     raise errors.ApplyError(
                         f"CRD for {kind} in {api_version} was applied but not served after "
                         f"{CRD_ESTABLISH_TIMEOUT:.0f}s"
-                    ) from None
+                    ) from exc
                 if abort.wait(0.2):
                     abort.check()
                 waited += 0.2
@@ -335,7 +307,7 @@ def _await_healthy(*, target: cluster.Cluster, items: Sequence[documents.Manifes
     deadline = clock() + timeout
     while True:
         abort.check()
-        live = _list_live(target=target, manifests=items, site=site)
+        live = list_live(target=target, manifests=items, site=site)
         verdicts = {ref: (health.assess(live[ref]) if ref in live else
                           health.Health(health.Status.PROGRESSING, "not found yet"))
                     for ref in wanted}
@@ -352,125 +324,3 @@ def _await_healthy(*, target: cluster.Cluster, items: Sequence[documents.Manifes
                     f"{ref}: {h.message or h.status.value}" for ref, h in sorted(waiting.items())))
         if abort.wait(poll_interval):
             abort.check()
-
-
-def prune_order(stale: Iterable[state.InventoryEntry]) -> list[state.InventoryEntry]:
-    """Reverse wave order, then reverse kind order: the order prune deletes in."""
-    return sorted(stale, key=lambda e: (e.wave, kind_rank(e.kind), e.name), reverse=True)
-
-
-def prune_kept(live: Mapping[str, Any], *, site: str) -> str:
-    """Why a live object prune would otherwise delete is kept; empty when it is not."""
-    meta = live.get("metadata") or {}
-    if (meta.get("labels") or {}).get(contract.LABEL_SITE) != site:
-        return f"it no longer carries {contract.LABEL_SITE}={site}"
-    if (meta.get("annotations") or {}).get(contract.ANNOTATION_PRUNE) == "disabled":
-        return f"{contract.ANNOTATION_PRUNE} is disabled"
-    return ""
-
-
-@dataclasses.dataclass(frozen=True)
-class Preview:
-    """What run() would do to one object: a change, or the error the server gave."""
-
-    ref: cluster.ObjectRef
-    change: cluster.Change | None  # None: the apply would fail with `error`
-    wave: int | None  # None for the CRDs of crds/, applied before any wave
-    note: str = ""
-    error: str = ""
-    transient: bool = False  # the error could heal: the server did not answer, not refused
-
-
-def preview(*, target: cluster.Cluster, site: str, crds: Sequence[documents.Manifest],
-            manifests: Sequence[documents.Manifest]) -> list[Preview]:
-    """What run() would do to each object, in its order, without changing anything.
-
-    `unchanged` when the live object already holds the manifest (as run() decides), else
-    a server-side apply dry run says `created` or `configured`, or how it would fail. An
-    object whose CRD or namespace this very rollout creates cannot be asked about; it is
-    new, so `created`, with a note saying why.
-    """
-    live = dict(_list_live(target=target, manifests=[*crds, *manifests], site=site))
-    new_kinds: set[tuple[str, str]] = set()  # served once this rollout's CRDs are applied
-    for crd in [*crds, *manifests]:
-        if (crd.api_version, crd.kind) != CRD_KIND:
-            continue
-        spec = crd.body.get("spec")
-        names = spec.get("names") if isinstance(spec, Mapping) else None
-        versions = spec.get("versions") if isinstance(spec, Mapping) else None
-        if isinstance(names, Mapping) and isinstance(versions, list):
-            new_kinds |= {(f"{spec.get('group')}/{v.get('name')}", str(names.get("kind")))
-                          for v in versions if isinstance(v, Mapping)}
-    new_namespaces = {m.name for m in manifests if (m.api_version, m.kind) == ("v1", "Namespace")}
-
-    def dry_run(body: Mapping[str, Any]) -> cluster.Applied:
-        """The dry run, retried on errors that can heal, as a real apply would be."""
-        pause = threading.Event()
-        for delay in RETRY_DELAYS:
-            try:
-                return target.apply(body, dry_run=True)
-            except errors.ClusterError as exc:
-                # A kind or namespace not there yet is answered below, not waited for.
-                if not exc.retryable or isinstance(exc, errors.NotFoundError):
-                    raise
-                pause.wait(delay)
-        return target.apply(body, dry_run=True)
-
-    def one(manifest: documents.Manifest, *, wave: int | None) -> Preview:
-        body = desired(manifest, site=site)
-        ref = cluster.ObjectRef.of(body)
-        try:
-            ref = _key(target, body)
-            current = live.get(ref)
-            if current is not None and drift.in_sync(desired=body, live=current):
-                return Preview(ref=ref, change=cluster.Change.UNCHANGED, wave=wave)
-            applied = dry_run(body)
-        except errors.NotFoundError as exc:
-            if (manifest.api_version, manifest.kind) in new_kinds:
-                note = "its CRD is created first"
-            elif manifest.namespace in new_namespaces:
-                note = f"its namespace {manifest.namespace} is created first"
-            else:
-                return Preview(ref=ref, change=None, wave=wave, error=str(exc))
-            return Preview(ref=ref, change=cluster.Change.CREATED, wave=wave, note=note)
-        except errors.ClusterError as exc:
-            return Preview(ref=ref, change=None, wave=wave, error=str(exc),
-                           transient=exc.retryable and not isinstance(exc, errors.NotFoundError))
-        change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
-        return Preview(ref=applied.ref, change=change, wave=wave)
-
-    found = [one(crd, wave=None) for crd in crds]
-    for wave, items in plan_waves(manifests):
-        found.extend(one(m, wave=wave) for m in items)
-    return found
-
-
-def prune(*, target: cluster.Cluster, site: str, stale: Sequence[state.InventoryEntry],
-          abort: aborts.Abort) -> list[ObjectResult]:
-    """Delete objects this reconciler applied for the site and no longer desires.
-
-    Reverse wave order, then reverse kind order. Only objects still carrying the site's
-    label are deleted; `reconciler.dev/prune: disabled` keeps one.
-    """
-    deleted: list[ObjectResult] = []
-    for entry in prune_order(stale):
-        abort.check()
-        ref = cluster.ObjectRef(entry.api_version, entry.kind, entry.namespace, entry.name)
-        try:
-            live = target.get(ref)
-        except errors.NotFoundError:
-            live = None  # its kind is gone with its CRD: so is the object
-        if live is None:
-            continue
-        kept = prune_kept(live, site=site)
-        if kept:
-            log.warning("not pruning %s: %s", ref, kept)
-            continue
-        with abort.gate():
-            gone = target.delete(ref)
-        if gone:
-            log.info("%s deleted", ref)
-            deleted.append(ObjectResult(ref=ref, change=cluster.Change.DELETED,
-                                        resource_version=None, intent_id=entry.intent_id,
-                                        wave=entry.wave))
-    return deleted

@@ -1,4 +1,8 @@
-"""The durable record of one site: the state file format and its store. Owned here alone.
+"""The durable record of one site: the state file format, its transitions, and its store.
+
+Owned here alone. The pipeline changes the record only through the pure transitions below
+(`accept`, `start_rollout`, `record_inventory`, `end_rollout`, `finish_sync`, ...), each
+pinned by its own unit tests, and saves it through `FileStateStore`.
 
 `<state-dir>/<site>.json` is written atomically (temp file, fsync, rename, fsync of the
 folder) and checked against `schemas/state.schema.json` on every load and save. An
@@ -8,6 +12,7 @@ The format carries `formatVersion`; it never changes silently.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -19,16 +24,17 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler import errors
-from reconciler.repo import documents, schemas
-from reconciler.site import fence
+from reconciler import cluster, errors
+from reconciler.repo import bundle, documents, schemas
+from reconciler.site import fence, inventory
 
-FORMAT_VERSION = 2  # 2: inventory entries carry their wave. Version 1 files still load.
-READABLE_VERSIONS = (1, 2)
+# 3: errors of the accept and prune stages. 2: inventory entries carry their wave.
+# Versions 1 and 2 still load (the schema lists the versions read), and are saved as 3.
+FORMAT_VERSION = 3
 HISTORY_LIMIT = 50
 ERRORS_LIMIT = 20
 
@@ -130,7 +136,7 @@ class DropRecord:
 @dataclasses.dataclass(frozen=True)
 class ErrorRecord:
     time: str
-    stage: str  # fetch, bundle, validate, fence, apply, state
+    stage: str  # fetch, bundle, validate, fence, accept, apply, prune, state
     message: str
     commit: str | None = None
 
@@ -186,6 +192,11 @@ class SiteState:
         kept = tuple(e for e in self.history if (e.id, e.commit) != (entry.id, entry.commit))
         return dataclasses.replace(self, history=(*kept, entry)[-HISTORY_LIMIT:])
 
+    def history_entry(self, intent_id: str) -> HistoryEntry | None:
+        """The newest entry of `intent_id` that was accepted (not refused)."""
+        return next((e for e in reversed(self.history)
+                     if e.id == intent_id and e.outcome is not Outcome.REFUSED), None)
+
     def update_history(self, intent_id: str, **changes: Any) -> SiteState:
         """Change the newest history entry of `intent_id`."""
         history = list(self.history)
@@ -194,6 +205,203 @@ class SiteState:
                 history[index] = dataclasses.replace(history[index], **changes)
                 break
         return dataclasses.replace(self, history=tuple(history))
+
+
+# --- transitions: SiteState -> SiteState, pure -------------------------------------------
+#
+# The pipeline computes every value first and hands these to SiteBox.update(), which
+# applies one to the record as it is *now* (the watcher may have accepted a newer intent
+# meanwhile) and saves the result. None of them does I/O; `now` is passed in.
+
+_OPEN = (Outcome.PENDING, Outcome.PROGRESSING)
+
+
+def start_sync(current: SiteState, *, source: SourceRecord, now: str) -> SiteState:
+    """A pass begins: `running` until one of the endings below records how it went."""
+    return dataclasses.replace(current, source=source,
+                               last_sync=SyncRecord(started_at=now, commit=None, result="running"))
+
+
+def record_fetch(current: SiteState, *, head: str) -> SiteState:
+    """The head fetched: the next fetch's history guard compares against it."""
+    return dataclasses.replace(current, last_fetched_head=head)
+
+
+def drop_records(drops: Iterable[fence.Drop]) -> tuple[DropRecord, ...]:
+    """The fence's drops as the state file keeps them."""
+    return tuple(DropRecord(file=d.location.file, document=d.location.document,
+                            line=d.location.line, object=d.object, carried=d.carried,
+                            reason=d.reason) for d in drops)
+
+
+def refuse(current: SiteState, *, intent: documents.Intent, commit: str, reason: str,
+           now: str) -> SiteState:
+    """A refused intent enters the history; the accepted one stays in force."""
+    return current.with_history(HistoryEntry(
+        id=intent.id, sequence=intent.sequence, commit=commit, outcome=Outcome.REFUSED,
+        finished_at=now, message=reason))
+
+
+def accept(current: SiteState, *, intent: documents.Intent, commit: str,
+           drops: tuple[DropRecord, ...], now: str) -> SiteState:
+    """`intent` accepted, and the previous one closed as superseded.
+
+    A previous intent still open (rolling out, or accepted and superseded before its
+    rollout began: two intents in quick succession) ends `Aborted (superseded by <id>)`.
+    """
+    old = current.accepted
+    if old is not None:
+        running = (current.rollout is not None and current.rollout.intent_id == old.id
+                   and current.rollout.phase in _OPEN)
+        entry = current.history_entry(old.id)
+        message = f"Aborted (superseded by {intent.id})"
+        changes: dict[str, Any] = {"superseded_by": intent.id}
+        if running or (entry is not None and entry.outcome in _OPEN):
+            changes.update(outcome=Outcome.ABORTED, finished_at=now, message=message)
+        current = current.update_history(old.id, **changes)
+        if running and current.rollout is not None:
+            current = dataclasses.replace(current, rollout=dataclasses.replace(
+                current.rollout, phase=Outcome.ABORTED, finished_at=now,
+                superseded_by=intent.id, message=message))
+    accepted = fence.Accepted(id=intent.id, sequence=intent.sequence, commit=commit,
+                              accepted_at=now)
+    current = dataclasses.replace(current, accepted=accepted, drops=drops)
+    return current.with_history(HistoryEntry(
+        id=intent.id, sequence=intent.sequence, commit=commit, outcome=Outcome.PENDING,
+        accepted_at=now))
+
+
+def keep(current: SiteState, *, drops: tuple[DropRecord, ...]) -> SiteState:
+    """The accepted intent again: only the drops of this revision change."""
+    return dataclasses.replace(current, drops=drops)
+
+
+def start_rollout(current: SiteState, *, intent_id: str, commit: str,
+                  waves: tuple[WaveRecord, ...], now: str) -> SiteState:
+    """The rollout of the accepted intent begins, every wave pending.
+
+    Nothing changes when `intent_id` is no longer the accepted intent: a plan taken just
+    before a newer acceptance must not reopen the record that acceptance closed.
+    """
+    if current.accepted is None or current.accepted.id != intent_id:
+        return current
+    return dataclasses.replace(current, rollout=RolloutRecord(
+        intent_id=intent_id, commit=commit, phase=Outcome.PROGRESSING, started_at=now,
+        waves=waves)).update_history(intent_id, outcome=Outcome.PROGRESSING)
+
+
+def record_waves(current: SiteState, *, intent_id: str,
+                 waves: tuple[WaveRecord, ...]) -> SiteState:
+    """Progress of the running rollout; nothing when another intent's rollout is recorded."""
+    if current.rollout is None or current.rollout.intent_id != intent_id:
+        return current
+    return dataclasses.replace(current, rollout=dataclasses.replace(current.rollout,
+                                                                    waves=waves))
+
+
+def record_inventory(current: SiteState, *, results: Sequence[inventory.ObjectResult],
+                     keep_only: frozenset[str] | None, now: str) -> SiteState:
+    """The inventory after a step: what it applied put in, what it deleted taken out.
+
+    After a successful rollout and prune, `keep_only` (the applied and held ids) is all
+    that stays.
+    """
+    added = [InventoryEntry(
+        id=r.ref.inventory_id, api_version=r.ref.api_version, kind=r.ref.kind,
+        namespace=r.ref.namespace, name=r.ref.name, intent_id=r.intent_id, applied_at=now,
+        resource_version=r.resource_version, wave=r.wave)
+        for r in results if r.intent_id is not None and r.change is not cluster.Change.DELETED]
+    deleted = {r.ref.inventory_id for r in results if r.change is cluster.Change.DELETED}
+    return dataclasses.replace(current, inventory=inventory.merge(
+        current.inventory, added=added, deleted=deleted, keep_only=keep_only))
+
+
+def end_rollout(current: SiteState, *, intent_id: str, phase: Outcome, message: str,
+                waves: tuple[WaveRecord, ...], superseded_by: str | None,
+                now: str) -> SiteState:
+    """The rollout of `intent_id` ended (or stopped for shutdown: `phase` Progressing).
+
+    Its record and its history entry get the same phase. A rollout superseded by a newer
+    intent was closed by `accept()`; only its waves are brought up to date here.
+    """
+    if current.rollout is None or current.rollout.intent_id != intent_id:
+        return current
+    finished = None if phase is Outcome.PROGRESSING else now
+    if superseded_by:
+        message = f"Aborted (superseded by {superseded_by})"
+    current = dataclasses.replace(current, rollout=dataclasses.replace(
+        current.rollout, phase=phase, message=message, waves=waves, finished_at=finished,
+        superseded_by=superseded_by))
+    if superseded_by:
+        return current
+    return current.update_history(intent_id, outcome=phase, message=message,
+                                  finished_at=finished)
+
+
+def record_error(current: SiteState, *, stage: str, message: str, commit: str | None,
+                 now: str) -> SiteState:
+    """An error of one pass, kept among the last few."""
+    return current.with_error(ErrorRecord(time=now, stage=stage, message=message,
+                                          commit=commit))
+
+
+def finish_sync(current: SiteState, *, commit: str | None, result: str, message: str,
+                verdict: str | None, now: str, changes: Iterable[cluster.Change] = (),
+                dropped: int = 0) -> SiteState:
+    """The pass ended `ok`, `failed` or `refused`; `changes` are what it did to objects."""
+    record = current.last_sync or SyncRecord(started_at=now, commit=commit, result="running")
+    counts = collections.Counter(changes)
+    return dataclasses.replace(current, last_sync=dataclasses.replace(
+        record, finished_at=now, commit=commit, result=result, message=message,
+        verdict=verdict, created=counts[cluster.Change.CREATED],
+        configured=counts[cluster.Change.CONFIGURED],
+        unchanged=counts[cluster.Change.UNCHANGED], pruned=counts[cluster.Change.DELETED],
+        dropped=dropped))
+
+
+def problems(current: SiteState) -> list[str]:
+    """Where the record contradicts itself; empty when the last sync, the rollout record
+    and the history agree. Checked by the tests after every injected failure."""
+    found: list[str] = []
+    accepted, rollout, sync = current.accepted, current.rollout, current.last_sync
+    latest = next((e for e in reversed(current.history) if e.outcome is not Outcome.REFUSED),
+                  None)
+    if accepted is not None and (latest is None or latest.id != accepted.id):
+        found.append(f"accepted intent {accepted.id!r} is not the newest in the history")
+    if rollout is not None:
+        entry = current.history_entry(rollout.intent_id)
+        if entry is None:
+            found.append(f"rollout of {rollout.intent_id!r} has no history entry")
+        elif entry.outcome is not rollout.phase:
+            found.append(f"rollout of {rollout.intent_id!r} is {rollout.phase.value} but its "
+                         f"history entry says {entry.outcome.value}")
+        if accepted is not None and rollout.intent_id != accepted.id:
+            # The record is of an earlier intent: either superseded while it ran, or
+            # finished before the accepted one, whose rollout has not begun.
+            pending = current.history_entry(accepted.id)
+            if rollout.superseded_by is None and rollout.phase in _OPEN:
+                found.append(f"rollout of {rollout.intent_id!r} is still open but "
+                             f"{accepted.id!r} is accepted")
+            if pending is not None and pending.outcome is not Outcome.PENDING:
+                found.append(f"intent {accepted.id!r} is {pending.outcome.value} but the "
+                             f"rollout record is of {rollout.intent_id!r}")
+    if sync is not None and sync.result == "ok":
+        if accepted is None:
+            found.append("last sync ok with no accepted intent")
+        elif rollout is None or rollout.intent_id != accepted.id:
+            found.append(f"last sync ok but no rollout of the accepted {accepted.id!r} is "
+                         "recorded")
+        elif rollout.phase is not Outcome.SUCCEEDED:
+            found.append(f"last sync ok but the rollout of {accepted.id!r} is "
+                         f"{rollout.phase.value}")
+    if sync is not None and sync.result == "failed":
+        rollout_failed = rollout is not None and rollout.phase is not Outcome.SUCCEEDED
+        error_recorded = any(e.commit == sync.commit and e.message == sync.message
+                             for e in current.errors)
+        if not (rollout_failed or error_recorded):
+            found.append(f"last sync failed ({sync.message}) but neither the rollout nor "
+                         "the errors say so")
+    return found
 
 
 # --- JSON form -------------------------------------------------------------------------
@@ -244,6 +452,7 @@ class FileStateStore:
     """One site's state as a JSON file in a state directory."""
 
     def __init__(self, *, state_dir: Path, site: str) -> None:
+        bundle.check_site_name(site)  # before the name becomes a path
         self.state_dir = state_dir
         self.site = site
         self.path = state_dir / f"{site}.json"
@@ -316,24 +525,37 @@ class FileStateStore:
         return dataclasses.replace(state, format_version=FORMAT_VERSION)
 
     def save(self, state: SiteState) -> None:
-        """Write `state` durably: temp file, fsync, rename, fsync of the folder."""
+        """Write `state` durably: temp file, fsync, rename, fsync of the folder.
+
+        A write that fails (a full disk, a read-only folder) is a StateError; the file
+        keeps its previous content.
+        """
         data = to_json(state)
         self._check(data, what="refusing to write an invalid state")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_dir / f".{self.site}.json.{os.getpid()}.tmp"
         payload = json.dumps(data, indent=2, sort_keys=False).encode() + b"\n"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        tmp = self.state_dir / f".{self.site}.json.{os.getpid()}.tmp"
         try:
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(payload)
+                while view:  # os.write may write less than asked
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.state_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise errors.StateError(
+                f"{self.path}: cannot write the state ({exc.strerror or exc}); the previous "
+                "state is kept") from exc
 
     def _check(self, data: Any, *, what: str) -> None:
         problems = schemas.schema_errors(

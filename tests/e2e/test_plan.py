@@ -10,6 +10,7 @@ import pytest
 
 from reconciler import cluster, kube
 from reconciler.manager import plan as planner
+from reconciler.manager import render
 from tests import gitrepo
 from tests.e2e.conftest import SITE, ClusterUnderTest, Site, wait_until_ready
 from tests.plans import planned, pruned, synced
@@ -146,7 +147,7 @@ def test_object_the_api_server_refuses_fails_the_plan(any_cluster: ClusterUnderT
     failing = [o for o in result.objects if o.change == planner.FAILS]
     assert [str(o.ref) for o in failing] == ["ConfigMap/sfo-ran/sfo-site-config"]
     assert "ConfigMap/sfo-ran/sfo-site-config" in failing[0].note
-    text = planner.render_text(result)
+    text = render.plan_text(result)
     assert "| **fails**: " in text and "**1 refused by the API server**" in text
     sync = site.sync()
     assert not sync.ok, "the plan said the rollout would fail"

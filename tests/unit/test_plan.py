@@ -14,6 +14,7 @@ import pytest
 
 from reconciler import cli, cluster, errors, kube
 from reconciler.manager import plan as planner
+from reconciler.manager import render
 from reconciler.site import fence, pipeline, state
 from tests import fakes, gitrepo
 from tests.plans import planned, pruned, prunes_planned, synced
@@ -241,7 +242,7 @@ def test_online_prune_of_an_object_without_the_site_label_is_kept(env: Env):
     plan = env.plan(online=True)
     (prune,) = plan.prunes
     assert prune.entry.name == "sfo-site-config" and "reconciler.dev/site" in prune.kept
-    assert "0 to prune" in planner.render_text(plan)
+    assert "0 to prune" in render.plan_text(plan)
     result = env.sync()
     assert_agrees(plan, result)
     assert ref in env.cluster.objects
@@ -368,7 +369,7 @@ def test_offline_plan_lists_the_prune_of_a_removed_file(env: Env):
     plan = env.plan()
     assert prunes_planned(plan) == [CONFIG_MAP]
     assert CONFIG_MAP not in planned(plan)
-    assert f"| `{CONFIG_MAP}` | `sfo-baseline-1` | deleted |" in planner.render_text(plan)
+    assert f"| `{CONFIG_MAP}` | `sfo-baseline-1` | deleted |" in render.plan_text(plan)
     assert pruned(env.sync()) == [CONFIG_MAP]
 
 
@@ -398,7 +399,7 @@ def test_offline_plan_notes_a_last_commit_missing_from_the_repository(env: Env):
     assert "0123456789ab" in note and "not in this repository" in note
     assert {o: c for o, c in planned(plan).items() if o in SITE_OBJECTS} == dict.fromkeys(
         SITE_OBJECTS, "configured")
-    assert "_Note: the commit the site last rolled out" in planner.render_text(plan)
+    assert "_Note: the commit the site last rolled out" in render.plan_text(plan)
 
 
 def test_offline_plan_after_a_failed_rollout_configures_what_it_never_reached(env: Env):
@@ -597,7 +598,7 @@ def test_unknown_site_lists_the_known_sites(env: Env, capsys: pytest.CaptureFixt
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
     assert captured.out == ""
-    assert "reconciler: error: no site 'edge-nowhere' in " in captured.err
+    assert "reconciler: error: sites/edge-nowhere/: no such site in " in captured.err
     assert captured.err.rstrip().endswith("at main (sites: edge-nyc-02, edge-sfo-01)")
 
 

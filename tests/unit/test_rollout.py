@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from reconciler import cluster, errors
+from reconciler import errors
 from reconciler.repo import documents
 from reconciler.site import abort, rollout, state
 from tests import fakes
@@ -91,33 +89,6 @@ def test_abort_during_a_health_wait_ends_the_rollout_aborted():
     assert "ConfigMap/ran/later" not in target.applied()
 
 
-def test_prune_deletes_in_reverse_wave_order_and_only_labelled_objects():
-    """Prune goes in reverse wave order, skips objects that lost the site label, and keeps
-    objects marked reconciler.dev/prune: disabled."""
-    target = fakes.FakeCluster()
-    for name, labels, notes in (("w0", {"reconciler.dev/site": SITE}, {}),
-                                      ("w9", {"reconciler.dev/site": SITE}, {}),
-                                      ("foreign", {"reconciler.dev/site": "other"}, {}),
-                                      ("kept", {"reconciler.dev/site": SITE},
-                                       {"reconciler.dev/prune": "disabled"})):
-        target.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                      "metadata": {"name": name, "namespace": "ran", "labels": labels,
-                                   "annotations": notes}})
-
-    def entry(name: str, wave: int) -> state.InventoryEntry:
-        ref = cluster.ObjectRef("v1", "ConfigMap", "ran", name)
-        return state.InventoryEntry(id=ref.inventory_id, api_version="v1", kind="ConfigMap",
-                                    namespace="ran", name=name, intent_id="i",
-                                    applied_at=state.now(), wave=wave)
-
-    stale = [entry("w0", 0), entry("w9", 9), entry("foreign", 5), entry("kept", 3),
-             entry("gone", 1)]
-    deleted = rollout.prune(target=target, site=SITE, stale=stale, abort=abort.Abort())
-    assert [str(d.ref) for d in deleted] == ["ConfigMap/ran/w9", "ConfigMap/ran/w0"]
-    left = {ref.name for ref in target.objects}
-    assert left == {"foreign", "kept"}
-
-
 def test_fields_taken_by_an_imperative_edit_are_taken_back_with_force():
     """A conflict with an Update manager (kubectl edit) is drift: re-applied with force."""
     target = fakes.FakeCluster()
@@ -128,7 +99,8 @@ def test_fields_taken_by_an_imperative_edit_are_taken_back_with_force():
         forced.append(force)
         if not force:
             raise errors.ConflictError('Apply failed with 1 conflict: conflict with '
-                                       '"kubectl-edit": .data.k', status=409)
+                                       '"kubectl-edit": .data.k', status=409,
+                                       managers=("kubectl-edit",))
         return real_apply(obj, force=force)
 
     target.apply = apply  # type: ignore[method-assign]
@@ -143,7 +115,8 @@ def test_a_conflict_with_another_applier_stays_an_error():
     """A conflict with an Apply manager is not drift: the apply fails, unforced."""
     target = fakes.FakeCluster()
     target.fail["ConfigMap/ran/c"] = errors.ConflictError(
-        'Apply failed with 1 conflict: conflict with "field-engineer": .data.k', status=409)
+        'Apply failed with 1 conflict: conflict with "field-engineer": .data.k', status=409,
+        managers=("field-engineer",))
     target.get = lambda ref: {"metadata": {"managedFields": [  # type: ignore[method-assign]
         {"manager": "field-engineer", "operation": "Apply"}]}}
     result = run(target, [manifest("ConfigMap", "c", data={"k": "v"})])
@@ -151,8 +124,3 @@ def test_a_conflict_with_another_applier_stays_an_error():
     assert "field-engineer" in result.message
 
 
-@pytest.mark.parametrize("kind", ["Namespace", "CustomResourceDefinition"])
-def test_namespaces_and_crds_rank_first(kind: str):
-    """Namespaces and CRDs come before every other kind of their wave."""
-    assert rollout.kind_rank(kind) < rollout.kind_rank("ServiceAccount")
-    assert rollout.kind_rank("Deployment") < rollout.kind_rank("WorkloadCluster")

@@ -111,7 +111,7 @@ def test_state_file_is_json_with_format_version_and_camel_case_keys(
     """The file is plain JSON: formatVersion 2, the site, camelCase keys, enum values."""
     store.save(FULL)
     data = json.loads(store.path.read_text(encoding="utf-8"))
-    assert data["formatVersion"] == state.FORMAT_VERSION == 2
+    assert data["formatVersion"] == state.FORMAT_VERSION == 3
     assert data["site"] == "edge-a"
     assert data["lastFetchedHead"] == SHA_B
     assert data["accepted"] == {"id": "intent-2", "sequence": 2, "commit": SHA_B,
@@ -199,9 +199,9 @@ def test_json_that_is_not_an_object_is_refused(store: state.FileStateStore) -> N
 
 def test_newer_format_version_is_refused(store: state.FileStateStore) -> None:
     """A file written by a newer reconciler is refused, asking for an upgrade."""
-    write_raw(store, {**state.to_json(FULL), "formatVersion": 3, "somethingNew": True})
+    write_raw(store, {**state.to_json(FULL), "formatVersion": 4, "somethingNew": True})
     with pytest.raises(errors.StateError,
-                       match=r"state format version 3 is newer than this reconciler's \(2\); "
+                       match=r"state format version 4 is newer than this reconciler's \(3\); "
                              r"upgrade the reconciler"):
         store.load()
 
@@ -403,9 +403,9 @@ def test_now_is_rfc3339_utc_and_parses_back() -> None:
     assert moment.utcoffset() is not None and moment.utcoffset().total_seconds() == 0
 
 
-def test_format_version_1_file_loads_and_is_saved_as_version_2(
+def test_format_version_1_file_loads_and_is_saved_as_version_3(
         store: state.FileStateStore) -> None:
-    """A version-1 file (inventory without waves) loads with wave 0 and saves as version 2."""
+    """A version-1 file (inventory without waves) loads with wave 0 and saves as version 3."""
     store.state_dir.mkdir(parents=True, exist_ok=True)
     store.path.write_text(json.dumps({
         "formatVersion": 1, "site": "edge-a",
@@ -416,4 +416,38 @@ def test_format_version_1_file_loads_and_is_saved_as_version_2(
     loaded = store.load()
     assert loaded.inventory[0].wave == 0
     store.save(loaded)
-    assert json.loads(store.path.read_text())["formatVersion"] == 2
+    assert json.loads(store.path.read_text())["formatVersion"] == 3
+
+
+def test_format_version_2_file_loads_and_is_saved_as_version_3(
+        store: state.FileStateStore) -> None:
+    """A version-2 file loads as it was and is saved as version 3, its content unchanged."""
+    data = {**state.to_json(FULL), "formatVersion": 2}
+    write_raw(store, data)
+    store.save(store.load())
+    assert json.loads(store.path.read_text()) == {**data, "formatVersion": 3}
+
+
+def test_a_save_that_cannot_write_is_a_state_error_and_keeps_the_previous_file(
+        store: state.FileStateStore) -> None:
+    """A save whose write fails raises StateError naming the file and keeps the previous
+    state intact (here the temporary file's name is taken by a folder)."""
+    store.save(FULL)
+    before = store.path.read_bytes()
+    (store.state_dir / f".{store.site}.json.{os.getpid()}.tmp").mkdir()
+    with pytest.raises(errors.StateError, match=r"cannot write the state .*previous state is "
+                                                r"kept") as caught:
+        store.save(dataclasses.replace(FULL, last_fetched_head=None))
+    assert str(store.path) in str(caught.value)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert store.path.read_bytes() == before
+
+
+@pytest.mark.parametrize("site", ["../escape", "/etc/x", "Edge-A", "a/b", "", "-a", "a" * 64])
+def test_a_site_name_that_is_not_a_dns_label_is_refused_before_it_becomes_a_path(
+        tmp_path: Path, site: str) -> None:
+    """A site name is checked by the one site-name rule before any path is built from it:
+    nothing is created, and the error says what a site name may hold."""
+    with pytest.raises(errors.UsageError, match=r"invalid site name .*lower-case letters"):
+        state.FileStateStore(state_dir=tmp_path / "state", site=site)
+    assert not (tmp_path / "state").exists()

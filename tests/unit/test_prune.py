@@ -1,0 +1,47 @@
+"""Prune: reverse order, only the site's labelled objects, and what keeps one."""
+
+from __future__ import annotations
+
+from reconciler import cluster
+from reconciler.site import abort, prune, state
+from tests import fakes
+
+SITE = "edge-sfo-01"
+
+
+def test_prune_deletes_in_reverse_wave_order_and_only_labelled_objects():
+    """Prune goes in reverse wave order, skips objects that lost the site label, and keeps
+    objects marked reconciler.dev/prune: disabled."""
+    target = fakes.FakeCluster()
+    for name, labels, notes in (("w0", {"reconciler.dev/site": SITE}, {}),
+                                      ("w9", {"reconciler.dev/site": SITE}, {}),
+                                      ("foreign", {"reconciler.dev/site": "other"}, {}),
+                                      ("kept", {"reconciler.dev/site": SITE},
+                                       {"reconciler.dev/prune": "disabled"})):
+        target.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": name, "namespace": "ran", "labels": labels,
+                                   "annotations": notes}})
+
+    def entry(name: str, wave: int) -> state.InventoryEntry:
+        ref = cluster.ObjectRef("v1", "ConfigMap", "ran", name)
+        return state.InventoryEntry(id=ref.inventory_id, api_version="v1", kind="ConfigMap",
+                                    namespace="ran", name=name, intent_id="i",
+                                    applied_at=state.now(), wave=wave)
+
+    stale = [entry("w0", 0), entry("w9", 9), entry("foreign", 5), entry("kept", 3),
+             entry("gone", 1)]
+    deleted = prune.run(target=target, site=SITE, stale=stale, abort=abort.Abort())
+    assert [str(d.ref) for d in deleted] == ["ConfigMap/ran/w9", "ConfigMap/ran/w0"]
+    left = {ref.name for ref in target.objects}
+    assert left == {"foreign", "kept"}
+
+
+def test_kept_says_why_an_object_is_not_pruned():
+    """An object without the site label, or marked prune: disabled, is kept with the reason."""
+    mine = {"metadata": {"labels": {"reconciler.dev/site": SITE}}}
+    assert prune.kept(mine, site=SITE) == ""
+    foreign = {"metadata": {"labels": {"reconciler.dev/site": "other"}}}
+    assert prune.kept(foreign, site=SITE) == f"it no longer carries reconciler.dev/site={SITE}"
+    disabled = {"metadata": {"labels": {"reconciler.dev/site": SITE},
+                             "annotations": {"reconciler.dev/prune": "disabled"}}}
+    assert prune.kept(disabled, site=SITE) == "reconciler.dev/prune is disabled"
