@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ruamel import yaml as ruamel_yaml
+from ruamel.yaml import error as yaml_error
 
 from reconciler import contract
 from reconciler.localcluster import (
@@ -169,7 +170,7 @@ def parse_body(request: Request) -> Any:
             loader = ruamel_yaml.YAML(typ="safe", pure=True)
             loader.version = (1, 1)  # as sigs.k8s.io/yaml reads it: `yes` and `on` are booleans
             return _jsonable(loader.load(io.StringIO(text)))
-        except ruamel_yaml.YAMLError as exc:
+        except yaml_error.YAMLError as exc:
             raise statuses.bad_request(f"error decoding YAML: {exc}") from exc
     try:
         return json.loads(text)

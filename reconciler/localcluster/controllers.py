@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import threading
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,7 +99,6 @@ class SimulatedControllers:
         stop: threading.Event,
     ) -> None:
         self._api = kubernetes.client.CustomObjectsApi(api_client)
-        self._api_client = api_client
         self.ready_delay = ready_delay
         self._stop = stop
         self._lock = threading.RLock()
@@ -141,8 +141,9 @@ class SimulatedControllers:
         delay = RETRY_DELAY
         while not self._stop.is_set():
             try:
-                listing = self._api.list_cluster_custom_object(GROUP, VERSION, plural,
-                                                               _request_timeout=30)
+                # The client returns the decoded JSON list (a dict), typed only as `object`.
+                listing = typing.cast(dict[str, Any], self._api.list_cluster_custom_object(
+                    GROUP, VERSION, plural, _request_timeout=30))
                 self._replace(plural, listing.get("items") or [])
                 resource_version = (listing.get("metadata") or {}).get("resourceVersion")
                 delay = RETRY_DELAY

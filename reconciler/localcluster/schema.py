@@ -220,7 +220,7 @@ def child_schema(schema: Mapping[str, Any] | None, key: str) -> Mapping[str, Any
     """The schema of a map field, or None when the field is free-form."""
     if not schema:
         return None
-    properties = schema.get("properties") or {}
+    properties: Mapping[str, Mapping[str, Any]] = schema.get("properties") or {}
     if key in properties:
         return properties[key]
     additional = schema.get("additionalProperties")

@@ -160,7 +160,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
             if readable:
-                return self.connection.recv(1, socket.MSG_PEEK) == b""
+                peeked: bytes = self.connection.recv(1, socket.MSG_PEEK)
+                return peeked == b""
         except (OSError, ValueError):
             return True
         return False
@@ -362,7 +363,7 @@ def run(
 ) -> int:
     """The `reconciler local-cluster` command: serve until interrupted, then stop cleanly."""
     stop = stop or threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: stop.set())

@@ -8,6 +8,7 @@ never blocks a write.
 from __future__ import annotations
 
 import base64
+import builtins  # `list` in Store's signatures would name Store.list
 import collections
 import copy
 import dataclasses
@@ -194,7 +195,7 @@ class Store:
         with self._lock:
             start = _decode_continue(continue_token) if continue_token else None
             keys = sorted(self._bucket(rtype))
-            items = []
+            items: list[dict[str, Any]] = []
             remaining = 0
             next_key: tuple[str, str] | None = None
             for key in keys:
@@ -254,7 +255,7 @@ class Store:
                     if watcher.matches(obj):
                         watcher.queue.put(("ADDED", _for_version(obj, rtype)))
                 if send_initial_events and bookmarks:
-                    watcher.queue.put(("BOOKMARK", self._bookmark(rtype, initial_end=True)))
+                    watcher.queue.put(("BOOKMARK", self._bookmark(rtype)))
             else:
                 try:
                     since = int(resource_version)
@@ -277,16 +278,11 @@ class Store:
             self._watchers.add(watcher)
         return watcher
 
-    def _bookmark(self, rtype: resources.ResourceType, *, initial_end: bool) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"resourceVersion": str(self._rv)}
-        if initial_end:
-            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+    def _bookmark(self, rtype: resources.ResourceType) -> dict[str, Any]:
+        """The BOOKMARK that ends a watch's initial events, at the current resourceVersion."""
+        metadata: dict[str, Any] = {"resourceVersion": str(self._rv),
+                                    "annotations": {"k8s.io/initial-events-end": "true"}}
         return {"kind": rtype.kind, "apiVersion": rtype.group_version, "metadata": metadata}
-
-    def bookmark(self, rtype: resources.ResourceType) -> dict[str, Any]:
-        """A BOOKMARK object at the current resourceVersion."""
-        with self._lock:
-            return self._bookmark(rtype, initial_end=False)
 
     def unwatch(self, watcher: Watcher) -> None:
         """Forget a watch whose stream ended."""
@@ -519,7 +515,7 @@ class Store:
         subresource: str,
         manager: str,
         dry_run: bool,
-        apply_entries: list[managedfields.Entry] | None,
+        apply_entries: builtins.list[managedfields.Entry] | None,
         field_validation: str,
     ) -> WriteResult:
         new, warnings = self._prepare(rtype=rtype, old=old, new=candidate,
@@ -747,7 +743,7 @@ class Store:
             types.extend(resources.types_from_crd(crd))
         self.registry = resources.Registry(types)
 
-    def _storage_types(self) -> list[resources.ResourceType]:
+    def _storage_types(self) -> builtins.list[resources.ResourceType]:
         seen: dict[tuple[str, str], resources.ResourceType] = {}
         for t in self.registry.types:
             seen.setdefault(t.group_resource, t)
@@ -858,7 +854,7 @@ def _same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return _comparable(old) == _comparable(new)
 
 
-def _comparable(obj: Mapping[str, Any]) -> Any:
+def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(obj))
     out.pop("apiVersion", None)
     metadata = out.get("metadata") or {}

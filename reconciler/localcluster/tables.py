@@ -6,6 +6,7 @@ Called by the API handlers when the Accept header asks for `as=Table`.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -118,7 +119,7 @@ def columns(rtype: resources.ResourceType) -> list[Column]:
             path = str(column.get("jsonPath", ""))
             out.append((str(column.get("name", "")), str(column.get("type", "string")),
                         str(column.get("format", "")),
-                        lambda o, path=path: _jsonpath(o, path)))
+                        functools.partial(_jsonpath, expression=path)))
         return out
     return list(_BUILTIN_COLUMNS.get(rtype.kind, []))
 
