@@ -413,9 +413,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from reconciler.manager import validate
+    """`reconciler validate`: exit 0 clean (warnings allowed), 1 on any error."""
+    from reconciler.manager import render, validate
 
-    return validate.command(args)
+    report = validate.run(options=validate.Options(
+        root=args.path, sites=tuple(args.site) if args.site else None, strict=args.strict,
+        kube_version=args.kube_version))
+    renderer = {"text": render.validate_text, "json": render.validate_json,
+                "github": render.validate_github}[args.output]
+    print(renderer(report))
+    return EXIT_FAILED if report.errors else EXIT_OK
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -438,9 +445,22 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_intent(args: argparse.Namespace) -> int:
-    from reconciler.manager import publish
+    """`reconciler intent publish`: exit 0 when published (and pushed, when asked)."""
+    from reconciler.manager import publish, render
 
-    return publish.command(args)
+    options = publish.Options(
+        repo=args.repo, site=args.site, message=args.message, intent_id=args.intent_id,
+        sequence=args.sequence, description=args.description, sign=args.sign, push=args.push,
+        remote=args.remote, allow_dirty=args.allow_dirty, dry_run=args.dry_run,
+    )
+    renderer = render.publish_json if args.output == "json" else render.publish_text
+    try:
+        result = publish.publish(options=options)
+    except publish.PushError as exc:  # committed but not pushed: report what was done, fail
+        print(renderer(exc.published))
+        raise
+    print(renderer(result))
+    return EXIT_OK
 
 
 _COMMANDS = {

@@ -62,14 +62,14 @@ class Entry:
         return out
 
     def describe(self) -> str:
-        """The manager as conflict messages print it."""
+        """The manager as conflict messages print it. The apiserver's printManager can add
+        ` at <time>`, but the manager identifier it prints carries no time, so the real
+        server (v1.37) never does; neither do we."""
         text = f'"{self.manager}"'
         if self.subresource:
             text += f' with subresource "{self.subresource}"'
         if self.operation == "Update":
             text += f" using {self.api_version}"
-            if self.time:
-                text += f" at {self.time}"
         return text
 
 
@@ -129,7 +129,9 @@ def tracked(
 def conflict_error(
     conflicts: Sequence[tuple[Entry, fieldpaths.Path]],
 ) -> statuses.ApiError:
-    """409 `Apply failed with N conflict(s): ...` worded as the apiserver's fieldmanager."""
+    """409 `Apply failed with N conflict(s): ...` worded as the apiserver's fieldmanager,
+    with its causes in the same order: by manager, then field."""
+    conflicts = sorted(conflicts, key=lambda c: (c[0].describe(), fieldpaths.render(c[1])))
     causes = [
         {
             "reason": "FieldManagerConflict",

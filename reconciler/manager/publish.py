@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
-import json
 import logging
 import os
 import re
@@ -143,23 +142,6 @@ def generate_id(*, site: str, clock: Callable[[], datetime.datetime] = _utcnow,
 
 
 # --- the command --------------------------------------------------------------------------
-
-
-def command(args: Any) -> int:
-    """The CLI handler: publish, then print the text or JSON report. Exit 0 when done."""
-    options = Options(
-        repo=args.repo, site=args.site, message=args.message, intent_id=args.intent_id,
-        sequence=args.sequence, description=args.description, sign=args.sign, push=args.push,
-        remote=args.remote, allow_dirty=args.allow_dirty, dry_run=args.dry_run,
-    )
-    try:
-        result = publish(options=options)
-    except PushError as exc:  # committed but not pushed: report what was done, then fail
-        print(report_json(exc.published) if args.output == "json"
-              else report_text(exc.published))
-        raise
-    print(report_json(result) if args.output == "json" else report_text(result))
-    return 0
 
 
 def publish(*, options: Options,
@@ -567,59 +549,3 @@ def _unified_diff(change: FileChange) -> str:
     for line in lines:
         out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
     return "".join(out)
-
-
-def report_text(result: Published) -> str:
-    """The human summary; a dry run shows the diff and the commit message instead."""
-    was = f"{result.previous_id or 'none'}"
-    if result.previous_sequence is not None:
-        was += f", sequence {result.previous_sequence}"
-    stamped = (f"{result.files_stamped} files, {result.documents_stamped} documents stamped; "
-               f"{result.documents_unchanged} documents already carried the id")
-    if result.dry_run:
-        return (f"{result.diff()}\nCommit message:\n"
-                + "".join(f"    {line}\n".rstrip(" ") if line else "\n"
-                          for line in result.message.splitlines())
-                + f"\nDry run: would publish intent {result.intent_id} for site {result.site} "
-                  f"(sequence {result.sequence}; was {was}): {stamped}. Nothing was written "
-                  f"or committed.")
-    pushed = (f"{result.pushed.remote} ({result.pushed.url}) {result.pushed.ref}"
-              if result.pushed else "no (git push, or publish with --push)")
-    return "\n".join([
-        f"Published intent {result.intent_id} for site {result.site}",
-        f"  commit:      {result.commit}",
-        f"  sequence:    {result.sequence} (was {was})",
-        f"  description: {result.description}",
-        f"  stamped:     {stamped}",
-        f"  signed:      {'yes' if result.signed else 'no'}",
-        f"  pushed:      {pushed}",
-    ])
-
-
-def report_json(result: Published) -> str:
-    """The same facts as `report_text`, as one JSON object."""
-    body: dict[str, Any] = {
-        "site": result.site,
-        "intentId": result.intent_id,
-        "sequence": result.sequence,
-        "description": result.description,
-        "previousId": result.previous_id,
-        "previousSequence": result.previous_sequence,
-        "commit": result.commit,
-        "signed": result.signed,
-        "pushed": dataclasses.asdict(result.pushed) if result.pushed else None,
-        "dryRun": result.dry_run,
-        "filesStamped": result.files_stamped,
-        "documentsStamped": result.documents_stamped,
-        "documentsUnchanged": result.documents_unchanged,
-        "files": [
-            {"path": c.path, "created": c.before is None,
-             "documents": [{"document": d.document, "line": d.line, "object": d.object,
-                            "action": d.action.value, "previous": d.previous}
-                           for d in c.documents]}
-            for c in result.changes],
-        "message": result.message,
-    }
-    if result.dry_run:
-        body["diff"] = result.diff()
-    return json.dumps(body, indent=2)

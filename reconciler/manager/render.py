@@ -7,12 +7,14 @@ annotations, as `site/report.py` does for the site's status and sync results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from reconciler.manager import plan as plans
-from reconciler.repo import documents
+from reconciler.manager import publish, validate
+from reconciler.repo import documents, schemas
 from reconciler.site import fence, prune, state
 
 # --- plan ----------------------------------------------------------------------------------
@@ -130,3 +132,138 @@ def plan_json(plan: plans.Plan) -> str:
 
 def _located(location: documents.Location) -> Mapping[str, Any]:
     return {"file": location.file, "line": location.line, "document": location.document}
+
+
+# --- validate ------------------------------------------------------------------------------
+
+
+def _finding_line(finding: schemas.Finding) -> str:
+    """One finding on one line: line breaks in names or messages are shown as `\\n`."""
+    parts = [finding.where(), finding.severity.value]
+    if finding.object:
+        parts.append(finding.object)
+    if finding.path != "$":
+        parts.append(finding.path)
+    text = ": ".join(parts) + f": {finding.message} [{finding.rule}]"
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _counts(report: validate.Report) -> str:
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    return (f"{plural(len(report.sites), 'site')}, {plural(report.files, 'file')}, "
+            f"{plural(report.documents, 'document')} checked in {report.seconds:.2f}s "
+            f"(Kubernetes {report.kube_version} schemas)")
+
+
+def validate_text(report: validate.Report) -> str:
+    """One line per finding, `file:line:column: severity: object: path: message [rule]`."""
+    lines = [_finding_line(f) for f in report.findings]
+    if report.findings:
+        lines.append("")
+        lines.append(f"{report.errors} error(s), {report.warnings} warning(s): "
+                     + _counts(report))
+    else:
+        lines.append("ok: " + _counts(report))
+    return "\n".join(lines)
+
+
+def validate_json(report: validate.Report) -> str:
+    return json.dumps({
+        "root": report.root,
+        "sites": list(report.sites),
+        "files": report.files,
+        "documents": report.documents,
+        "kubernetesVersion": report.kube_version,
+        "errors": report.errors,
+        "warnings": report.warnings,
+        "seconds": round(report.seconds, 3),
+        "findings": [f.as_dict() for f in report.findings],
+    }, indent=2)
+
+
+def validate_github(report: validate.Report) -> str:
+    """GitHub Actions workflow commands: an annotation on the line of each finding."""
+    lines = []
+    for f in report.findings:
+        props = [f"file={_escape_property(f.location.file)}"]
+        line = f.line if f.line is not None else f.location.line
+        if line is not None:
+            props.append(f"line={line}")
+        if f.column is not None:
+            props.append(f"col={f.column}")
+        props.append(f"title={_escape_property(f'reconciler validate: {f.rule}')}")
+        what = f"{f.object}: " if f.object else ""
+        path = f"{f.path}: " if f.path != "$" else ""
+        lines.append(f"::{f.severity.value} {','.join(props)}::"
+                     + _escape_data(f"{what}{path}{f.message}"))
+    lines.append(f"{report.errors} error(s), {report.warnings} warning(s): " + _counts(report))
+    return "\n".join(lines)
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+# --- intent publish ------------------------------------------------------------------------
+
+
+def publish_text(result: publish.Published) -> str:
+    """The human summary; a dry run shows the diff and the commit message instead."""
+    was = f"{result.previous_id or 'none'}"
+    if result.previous_sequence is not None:
+        was += f", sequence {result.previous_sequence}"
+    stamped = (f"{result.files_stamped} files, {result.documents_stamped} documents stamped; "
+               f"{result.documents_unchanged} documents already carried the id")
+    if result.dry_run:
+        return (f"{result.diff()}\nCommit message:\n"
+                + "".join(f"    {line}\n".rstrip(" ") if line else "\n"
+                          for line in result.message.splitlines())
+                + f"\nDry run: would publish intent {result.intent_id} for site {result.site} "
+                  f"(sequence {result.sequence}; was {was}): {stamped}. Nothing was written "
+                  f"or committed.")
+    pushed = (f"{result.pushed.remote} ({result.pushed.url}) {result.pushed.ref}"
+              if result.pushed else "no (git push, or publish with --push)")
+    return "\n".join([
+        f"Published intent {result.intent_id} for site {result.site}",
+        f"  commit:      {result.commit}",
+        f"  sequence:    {result.sequence} (was {was})",
+        f"  description: {result.description}",
+        f"  stamped:     {stamped}",
+        f"  signed:      {'yes' if result.signed else 'no'}",
+        f"  pushed:      {pushed}",
+    ])
+
+
+def publish_json(result: publish.Published) -> str:
+    """The same facts as `publish_text`, as one JSON object."""
+    body: dict[str, Any] = {
+        "site": result.site,
+        "intentId": result.intent_id,
+        "sequence": result.sequence,
+        "description": result.description,
+        "previousId": result.previous_id,
+        "previousSequence": result.previous_sequence,
+        "commit": result.commit,
+        "signed": result.signed,
+        "pushed": dataclasses.asdict(result.pushed) if result.pushed else None,
+        "dryRun": result.dry_run,
+        "filesStamped": result.files_stamped,
+        "documentsStamped": result.documents_stamped,
+        "documentsUnchanged": result.documents_unchanged,
+        "files": [
+            {"path": c.path, "created": c.before is None,
+             "documents": [{"document": d.document, "line": d.line, "object": d.object,
+                            "action": d.action.value, "previous": d.previous}
+                           for d in c.documents]}
+            for c in result.changes],
+        "message": result.message,
+    }
+    if result.dry_run:
+        body["diff"] = result.diff()
+    return json.dumps(body, indent=2)

@@ -1,4 +1,4 @@
-"""Surgical round-trip YAML edits: stamp an intent id, set a scalar. Called by publish.command().
+"""Surgical round-trip YAML edits: stamp an intent id, set a scalar. Called by publish.
 
 Pure bytes -> bytes, no Git and no filesystem. ruamel.yaml's round-trip parser only
 *locates* the nodes (every event carries its start and end offset); the edit itself is a

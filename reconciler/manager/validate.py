@@ -12,11 +12,9 @@ processes, so ten thousand manifests take seconds.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures
 import dataclasses
-import json
 import logging
 import multiprocessing
 import os
@@ -108,15 +106,6 @@ class _Context:
 _context: _Context | None = None  # set before checking; worker processes inherit it
 
 
-def command(args: argparse.Namespace) -> int:
-    """`reconciler validate`: exit 0 clean (warnings allowed), 1 on any error."""
-    report = run(options=Options(root=args.path, sites=tuple(args.site) if args.site else None,
-                                 strict=args.strict, kube_version=args.kube_version))
-    render = {"text": render_text, "json": render_json, "github": render_github}[args.output]
-    print(render(report))
-    return 1 if report.errors else 0
-
-
 def run(*, options: Options) -> Report:
     """Check the repository checkout at `options.root`."""
     global _context
@@ -139,7 +128,7 @@ def run(*, options: Options) -> Report:
 
     findings: list[schemas.Finding] = []
     by_site = _site_files(tree)
-    sites = _sites(by_site, wanted=options.sites)
+    sites = _sites(tree, by_site, wanted=options.sites, where=str(root))
     jobs = [_Job(path=p, role="crd", site=None) for p in _yaml_files(tree, contract.CRDS_DIR)]
     for site in sites:
         jobs.extend(_site_jobs(tree, site=site, files=by_site[site], findings=findings))
@@ -166,15 +155,14 @@ def _site_files(tree: trees.DirTree) -> dict[str, list[PurePosixPath]]:
     return by_site
 
 
-def _sites(by_site: Mapping[str, list[PurePosixPath]], *,
-           wanted: Sequence[str] | None) -> list[str]:
-    present = sorted(by_site)
+def _sites(tree: trees.DirTree, by_site: Mapping[str, list[PurePosixPath]], *,
+           wanted: Sequence[str] | None, where: str) -> list[str]:
+    """The sites to check: every one, or those named (each must be there)."""
     if wanted is None:
-        return present
-    unknown = [s for s in wanted if s not in present]
-    if unknown:
-        raise errors.UsageError(
-            f"no such site: {', '.join(unknown)} (sites: {', '.join(present) or 'none'})")
+        return sorted(by_site)
+    for site in wanted:
+        if site not in by_site:
+            raise bundle.missing_site(tree, site, where=where, kind=errors.UsageError)
     return list(dict.fromkeys(wanted))
 
 
@@ -438,76 +426,3 @@ def _place_all(findings: Sequence[schemas.Finding]) -> list[schemas.Finding]:
         data = _context.tree.read(PurePosixPath(file), max_bytes=_context.limits.max_file_bytes)
         placed.extend(positions.place(group, data=data))
     return placed
-
-
-def _line(finding: schemas.Finding) -> str:
-    """One finding on one line: line breaks in names or messages are shown as `\\n`."""
-    parts = [finding.where(), finding.severity.value]
-    if finding.object:
-        parts.append(finding.object)
-    if finding.path != "$":
-        parts.append(finding.path)
-    text = ": ".join(parts) + f": {finding.message} [{finding.rule}]"
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
-def _counts(report: Report) -> str:
-    def plural(n: int, word: str) -> str:
-        return f"{n} {word}{'' if n == 1 else 's'}"
-
-    return (f"{plural(len(report.sites), 'site')}, {plural(report.files, 'file')}, "
-            f"{plural(report.documents, 'document')} checked in {report.seconds:.2f}s "
-            f"(Kubernetes {report.kube_version} schemas)")
-
-
-def render_text(report: Report) -> str:
-    """One line per finding, `file:line:column: severity: object: path: message [rule]`."""
-    lines = [_line(f) for f in report.findings]
-    if report.findings:
-        lines.append("")
-        lines.append(f"{report.errors} error(s), {report.warnings} warning(s): "
-                     + _counts(report))
-    else:
-        lines.append("ok: " + _counts(report))
-    return "\n".join(lines)
-
-
-def render_json(report: Report) -> str:
-    return json.dumps({
-        "root": report.root,
-        "sites": list(report.sites),
-        "files": report.files,
-        "documents": report.documents,
-        "kubernetesVersion": report.kube_version,
-        "errors": report.errors,
-        "warnings": report.warnings,
-        "seconds": round(report.seconds, 3),
-        "findings": [f.as_dict() for f in report.findings],
-    }, indent=2)
-
-
-def render_github(report: Report) -> str:
-    """GitHub Actions workflow commands: an annotation on the line of each finding."""
-    lines = []
-    for f in report.findings:
-        props = [f"file={_escape_property(f.location.file)}"]
-        line = f.line if f.line is not None else f.location.line
-        if line is not None:
-            props.append(f"line={line}")
-        if f.column is not None:
-            props.append(f"col={f.column}")
-        props.append(f"title={_escape_property(f'reconciler validate: {f.rule}')}")
-        what = f"{f.object}: " if f.object else ""
-        path = f"{f.path}: " if f.path != "$" else ""
-        lines.append(f"::{f.severity.value} {','.join(props)}::"
-                     + _escape_data(f"{what}{path}{f.message}"))
-    lines.append(f"{report.errors} error(s), {report.warnings} warning(s): " + _counts(report))
-    return "\n".join(lines)
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")

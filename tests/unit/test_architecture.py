@@ -13,8 +13,6 @@ import functools
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
-import pytest
-
 PACKAGE = "reconciler"
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: reconciler/ lives here
 
@@ -222,7 +220,6 @@ def test_every_module_opens_with_a_line_on_its_job() -> None:
     assert not missing, "modules without a first line on their job:\n" + "\n".join(missing)
 
 
-@pytest.mark.xfail(strict=True, reason="issue #9 item 5: handlers move into cli")
 def test_only_the_cli_parses_flags() -> None:
     """Only reconciler/cli.py imports argparse or defines handlers of the parsed `args`;
     other modules take plain options."""

@@ -698,7 +698,8 @@ def test_usage_errors_exit_2_with_a_message(
     cases = [
         ([str(tmp_path / "nope")], f"{tmp_path / 'nope'}: no such directory"),
         ([str(tmp_path / "empty")], "no sites/ folder; is this a fleet repository checkout?"),
-        ([str(root), "--site", "edge-c"], "no such site: edge-c (sites: edge-a, edge-b)"),
+        ([str(root), "--site", "edge-c"],
+         f"sites/edge-c/: no such site in {root} (sites: edge-a, edge-b)"),
         ([str(root), "--kube-version", "0.1"], "no schemas for Kubernetes '0.1'; installed: "),
     ]
     for argv, message in cases:
