@@ -30,7 +30,7 @@ from ruamel.yaml import error as yaml_error
 from ruamel.yaml import events as yaml_events
 
 from reconciler import contract, errors
-from reconciler.repo import bundle
+from reconciler.repo import bundle, documents
 
 _NULLS = ("", "~", "null", "Null", "NULL")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -143,7 +143,7 @@ def _parse(text: str, *, file: str) -> list[_Document]:
         roots = _build(ruamel_yaml.YAML(typ="rt").parse(text))
     except yaml_error.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        where = documents.position(file, mark.line + 1, mark.column + 1) if mark else file
         # from None: the cause would carry ruamel's text, which quotes a duplicate key's
         # values (a Secret's data, say); bundle.yaml_problem() leaves them out.
         raise StampError(f"{where}: invalid YAML: {bundle.yaml_problem(exc)}") from None
@@ -479,7 +479,7 @@ def _describe(data: Mapping[str, Any]) -> str:
 def _where(file: str, document: _Document, line: int | None = None) -> str:
     if line is None:
         line = document.root.line + 1 if document.root is not None else 1
-    return f"{file}:{line} (document {document.index + 1})"
+    return f"{documents.position(file, line)} (document {document.index + 1})"
 
 
 def _decode(data: bytes, *, file: str) -> str:

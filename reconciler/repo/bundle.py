@@ -146,7 +146,7 @@ def parse_documents(
         mark = exc.problem_mark or exc.context_mark
         problem = yaml_problem(exc)
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        where = f"{file}:{line}:{column}" if mark else file
+        where = documents.position(file, line, column)
         # from None: the cause would carry ruamel's text, which quotes a duplicate key's
         # values (a Secret's data, say).
         raise errors.YAMLSyntaxError(f"{where}: invalid YAML: {problem}", file=file, line=line,

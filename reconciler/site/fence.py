@@ -85,8 +85,8 @@ def decide(
 
 
 def _refusal(*, accepted: Accepted, superseded: Collection[str], intent: documents.Intent) -> str:
-    both = intent.sequence is not None and accepted.sequence is not None
-    if both and intent.sequence <= accepted.sequence:  # type: ignore[operator]
+    if (intent.sequence is not None and accepted.sequence is not None
+            and intent.sequence <= accepted.sequence):
         return (
             f"intent {intent.id!r} has sequence {intent.sequence}, not higher than "
             f"{accepted.sequence} of the accepted intent {accepted.id!r}"

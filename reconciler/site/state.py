@@ -474,7 +474,7 @@ class FileStateStore:
                     f"site {self.site!r} is locked by another reconciler (pid {holder}) "
                     f"holding {self.lock_path}; only one reconciler may run per site and "
                     "state directory"
-                ) from None
+                ) from exc
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             try:
@@ -499,7 +499,7 @@ class FileStateStore:
             raise errors.StateError(
                 f"{self.path}: corrupt state file (not UTF-8 at byte {exc.start}); it was left "
                 "untouched: repair it, or move it aside to start the site afresh"
-            ) from None
+            ) from exc
         except OSError as exc:
             raise errors.StateError(f"{self.path}: cannot read state file: {exc}") from exc
         try:
@@ -508,7 +508,7 @@ class FileStateStore:
             raise errors.StateError(
                 f"{self.path}: corrupt state file (line {exc.lineno}: {exc.msg}); it was left "
                 "untouched: repair it, or move it aside to start the site afresh"
-            ) from None
+            ) from exc
         version = data.get("formatVersion") if isinstance(data, dict) else None
         if isinstance(version, int) and version > FORMAT_VERSION:
             raise errors.StateError(
