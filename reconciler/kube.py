@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import re
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -74,14 +75,26 @@ class KubeCluster:
                                           _request_timeout=_TIMEOUT)
             raw = response.read()
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # urllib3 wraps what ended its retries in MaxRetryError.reason (an exception).
+            cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+            if isinstance(cause, urllib3.exceptions.SSLError | ssl.SSLError):
+                raise errors.ClusterError(
+                    f"{what or path}: TLS with the API server at {self.server} failed "
+                    f"({_tls_problem(cause)}); check the kubeconfig's certificate authority "
+                    "and server address", retryable=False) from exc
             raise errors.ClusterError(
                 f"{what or path}: cannot reach the API server at {self.server}: "
                 f"{type(exc).__name__}", retryable=True,
             ) from exc
         except kubernetes.client.ApiException as exc:
+            # The client raises this without an answer from the server: for a TLS failure
+            # (a certificate that does not verify: no retry helps) or a request it could not
+            # prepare.
+            tls = isinstance(exc.__context__, urllib3.exceptions.SSLError)
             # from None: the cause would carry the response body, where the server echoes
             # rejected values back (a Secret's data, say).
-            raise errors.ClusterError(f"{what or path}: {exc.reason}", retryable=True) from None
+            raise errors.ClusterError(f"{what or path}: {exc.reason}",
+                                      retryable=not tls) from None
         try:
             data = json.loads(raw) if raw else None
         except ValueError:
@@ -253,6 +266,17 @@ class KubeCluster:
 
     def close(self) -> None:
         self._api.close()
+
+
+def _tls_problem(error: BaseException) -> str:
+    """What went wrong in a TLS handshake, from the ssl module's own error: its reason
+    (`CERTIFICATE_VERIFY_FAILED`) and verification message, not the wrapper's text."""
+    inner = error.args[0] if error.args and isinstance(error.args[0], ssl.SSLError) else error
+    if isinstance(inner, ssl.SSLCertVerificationError):
+        return f"{inner.reason}: {inner.verify_message}"
+    if isinstance(inner, ssl.SSLError) and inner.reason:
+        return str(inner.reason)
+    return type(inner).__name__
 
 
 # --- the Status payload -------------------------------------------------------------------

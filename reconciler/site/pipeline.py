@@ -123,8 +123,11 @@ def evaluate(
     """
     stage, commit = "state", None
     plan: Plan | None = None
-    ending: Transition | None = None  # what the finally records when the pass ends here
     result: SyncResult | None = None
+    # What the finally records when the pass ends here: until a step below says otherwise,
+    # that it was interrupted (a BaseException such as Ctrl-C). None: the back half ends it.
+    ending: Transition | None = _failed(stage=stage, commit=commit,
+                                        error="interrupted before the pass ended")
     try:
         box.update(functools.partial(
             state.start_sync, source=state.SourceRecord(url=repo.display_url,
@@ -177,12 +180,12 @@ def evaluate(
                 box.update(functools.partial(state.accept, intent=site_bundle.intent,
                                              commit=commit, drops=drops, now=state.now()))
             log.info("accepted intent %s (%s)", decision.intent_id, decision.reason)
-            plan = Plan(commit=commit, decision=decision, site_bundle=site_bundle)
+            plan, ending = Plan(commit=commit, decision=decision, site_bundle=site_bundle), None
         else:
             stage = "accept"
             box.update(functools.partial(state.keep, drops=drops))
             log.info("intent %s is in force; converging", decision.intent_id)
-            plan = Plan(commit=commit, decision=decision, site_bundle=site_bundle)
+            plan, ending = Plan(commit=commit, decision=decision, site_bundle=site_bundle), None
     except errors.ReconcilerError as exc:
         error = str(exc)
         log.error("%s", error)
@@ -212,9 +215,15 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
     # unless it fails.
     drift_pass = (done is not None and done.phase is state.Outcome.SUCCEEDED
                   and done.intent_id == decision.intent_id and done.commit == commit)
+    # The rollout record this pass writes to: the one it opens, or the one a drift pass
+    # found. Any other record (a newer intent's) is left alone.
+    opened = (state.Opened.of(done) if drift_pass and done is not None else
+              state.Opened(intent_id=decision.intent_id, commit=commit,
+                           started_at=state.now()))
 
-    def conclude(outcome: rollout.Result, *, pruned: tuple[inventory.ObjectResult, ...] = (),
-                 keep_only: frozenset[str] | None = None,
+    deleted: list[inventory.ObjectResult] = []  # prune adds each deletion as it happens
+
+    def conclude(outcome: rollout.Result, *, keep_only: frozenset[str] | None = None,
                  error: tuple[str, str] | None = None) -> tuple[Transition, SyncResult]:
         """The record and the result of the pass, had it ended here."""
         if error is not None and outcome.phase is state.Outcome.SUCCEEDED:
@@ -222,11 +231,11 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
                                           message=error[1])
         if error is None and outcome.phase is not state.Outcome.SUCCEEDED:
             error = ("apply", outcome.message)
-        results = outcome.results + pruned
+        results = outcome.results + tuple(deleted)
         aborted = outcome.phase is state.Outcome.ABORTED
         transition = _recorded(
-            decision=decision, commit=commit, outcome=outcome, results=results,
-            keep_only=keep_only, error=error, drift_pass=drift_pass,
+            decision=decision, commit=commit, opened=opened, outcome=outcome,
+            results=results, keep_only=keep_only, error=error, drift_pass=drift_pass,
             superseded_by=abort.superseded_by if aborted else None,
             shutdown=aborted and abort.shutdown, now=state.now())
         message = (f"intent {decision.intent_id} {outcome.phase.value.lower()}"
@@ -244,12 +253,11 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
         if not drift_pass:
             box.update(functools.partial(
                 state.start_rollout, intent_id=decision.intent_id, commit=commit,
-                waves=rollout.wave_records(decision.apply), now=state.now()))
+                waves=rollout.wave_records(decision.apply), now=opened.started_at))
 
         def on_progress(waves: tuple[state.WaveRecord, ...]) -> None:
             if not drift_pass:
-                box.update(functools.partial(state.record_waves,
-                                             intent_id=decision.intent_id, waves=waves))
+                box.update(functools.partial(state.record_waves, rollout=opened, waves=waves))
 
         # Held: objects whose manifests this revision dropped. Known before any apply, so
         # recording the outcome needs no cluster.
@@ -267,9 +275,9 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
             stale = inventory.stale(box.current.inventory, applied=applied, held=held)
             stage = "prune"
             try:
-                pruned = tuple(prune.run(target=target, site=options.site, stale=stale,
-                                         abort=abort))
-                ending, final = conclude(outcome, pruned=pruned, keep_only=applied | held)
+                prune.run(target=target, site=options.site, stale=stale, abort=abort,
+                          into=deleted)
+                ending, final = conclude(outcome, keep_only=applied | held)
             except errors.AbortedError as exc:
                 ending, final = conclude(dataclasses.replace(
                     outcome, phase=state.Outcome.ABORTED, message=str(exc)))
@@ -296,29 +304,31 @@ def _failure(message: str) -> rollout.Result:
     return rollout.Result(phase=state.Outcome.FAILED, results=(), waves=(), message=message)
 
 
-def _recorded(*, decision: fence.Decision, commit: str, outcome: rollout.Result,
-              results: tuple[inventory.ObjectResult, ...], keep_only: frozenset[str] | None,
-              error: tuple[str, str] | None, drift_pass: bool, superseded_by: str | None,
-              shutdown: bool, now: str) -> Transition:
+def _recorded(*, decision: fence.Decision, commit: str, opened: state.Opened,
+              outcome: rollout.Result, results: tuple[inventory.ObjectResult, ...],
+              keep_only: frozenset[str] | None, error: tuple[str, str] | None,
+              drift_pass: bool, superseded_by: str | None, shutdown: bool,
+              now: str) -> Transition:
     """The transition that records how the back half ended. Pure: it only composes."""
+    aborted = outcome.phase is state.Outcome.ABORTED  # superseded, or shut down
     steps: list[Transition] = [functools.partial(
         state.record_inventory, results=results, keep_only=keep_only, now=now)]
     if not (drift_pass and outcome.phase in (state.Outcome.SUCCEEDED, state.Outcome.ABORTED)):
         # Stopped for shutdown: the rollout resumes at the next start, so it stays open.
-        stopped = shutdown and outcome.phase is state.Outcome.ABORTED
+        stopped = shutdown and aborted
         steps.append(functools.partial(
-            state.end_rollout, intent_id=decision.intent_id,
+            state.end_rollout, rollout=opened,
             phase=state.Outcome.PROGRESSING if stopped else outcome.phase,
             message="interrupted by shutdown; resumes on start" if stopped else outcome.message,
             waves=outcome.waves, superseded_by=superseded_by, now=now))
-    if error is not None and superseded_by is None and not shutdown:
+    if error is not None and not aborted:
         steps.append(functools.partial(state.record_error, stage=error[0], message=error[1],
                                        commit=commit, now=now))
-    failed = error is not None or outcome.phase is not state.Outcome.SUCCEEDED
+    result = "aborted" if aborted else "failed" if error is not None else "ok"
     steps.append(_finish(
-        commit=commit, decision=decision, result="failed" if failed else "ok",
-        message=error[1] if error else outcome.message if failed else decision.reason,
-        now=now, changes=tuple(r.change for r in results)))
+        commit=commit, decision=decision, result=result,
+        message=error[1] if error else decision.reason, now=now,
+        changes=tuple(r.change for r in results), intent_id=decision.intent_id))
     return _compose(*steps)
 
 
@@ -332,11 +342,12 @@ def _failed(*, stage: str, commit: str | None, error: str) -> Transition:
 
 
 def _finish(*, commit: str | None, decision: fence.Decision | None, result: str, message: str,
-            now: str, changes: tuple[cluster.Change, ...] = ()) -> Transition:
+            now: str, changes: tuple[cluster.Change, ...] = (),
+            intent_id: str | None = None) -> Transition:
     return functools.partial(
         state.finish_sync, commit=commit, result=result, message=message,
         verdict=decision.verdict.value if decision else None, now=now, changes=changes,
-        dropped=len(decision.drops) if decision else 0)
+        dropped=len(decision.drops) if decision else 0, intent_id=intent_id)
 
 
 def _compose(*steps: Transition) -> Transition:
@@ -355,8 +366,11 @@ def _save(box: SiteBox, ending: Transition, result: _R) -> _R:
     says so (the state file keeps the last record that could be written)."""
     try:
         box.update(ending)
-    except errors.StateError as exc:
-        log.error("%s", exc)
+    except Exception as exc:  # a StateError (a full disk), or a bug in a transition
+        if isinstance(exc, errors.StateError):
+            log.error("%s", exc)
+        else:
+            log.exception("recording the end of the pass failed")
         if result is None:
             return result
         return dataclasses.replace(result, ok=False, message=f"{result.message}; {exc}",

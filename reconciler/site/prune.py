@@ -34,9 +34,9 @@ def ref_of(entry: state.InventoryEntry) -> cluster.ObjectRef:
 
 
 def run(*, target: cluster.Cluster, site: str, stale: Sequence[state.InventoryEntry],
-        abort: aborts.Abort) -> list[inventory.ObjectResult]:
-    """Delete the `stale` objects that are still the site's; what was deleted, in order."""
-    deleted: list[inventory.ObjectResult] = []
+        abort: aborts.Abort, into: list[inventory.ObjectResult]) -> None:
+    """Delete the `stale` objects that are still the site's, adding each deletion to `into`
+    as it happens, so what was deleted before an error or an abort is recorded."""
     for entry in inventory.prune_order(stale):
         abort.check()
         ref = ref_of(entry)
@@ -54,7 +54,6 @@ def run(*, target: cluster.Cluster, site: str, stale: Sequence[state.InventoryEn
             gone = target.delete(ref)
         if gone:
             log.info("%s deleted", ref)
-            deleted.append(inventory.ObjectResult(
+            into.append(inventory.ObjectResult(
                 ref=ref, change=cluster.Change.DELETED, resource_version=None,
                 intent_id=entry.intent_id, wave=entry.wave))
-    return deleted

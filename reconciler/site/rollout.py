@@ -100,16 +100,16 @@ def run(
     try:
         if crds:
             live.update(list_live(target=target, manifests=crds, site=site))
-            results.extend(_apply_group(target=target, items=crds, site=site, abort=abort,
-                                        live=live, wave=0, intent_bound=False))
+            _apply_group(target=target, items=crds, site=site, abort=abort, live=live, wave=0,
+                         intent_bound=False, into=results)
             _await_crds(target=target, crds=crds, abort=abort)
         live.update(list_live(target=target, manifests=manifests, site=site))
         for index, (wave, items) in enumerate(plan_waves(manifests)):
             mark(index, state.WavePhase.APPLYING)
             try:
                 for group in _kind_groups(items):
-                    results.extend(_apply_group(target=target, items=group, site=site,
-                                                abort=abort, live=live, wave=wave))
+                    _apply_group(target=target, items=group, site=site, abort=abort,
+                                 live=live, wave=wave, into=results)
                     if any(documents.is_crd(m) for m in group):
                         _await_crds(target=target, crds=group, abort=abort)
                         live.update(list_live(target=target, manifests=items, site=site))
@@ -150,27 +150,33 @@ def _kind_groups(items: Sequence[documents.Manifest]) -> list[list[documents.Man
 
 def _apply_group(*, target: cluster.Cluster, items: Sequence[documents.Manifest], site: str,
                  abort: aborts.Abort, live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
-                 wave: int, intent_bound: bool = True) -> list[inventory.ObjectResult]:
-    """Apply a group concurrently (bounded); all errors of the group in one ApplyError."""
+                 wave: int, into: list[inventory.ObjectResult],
+                 intent_bound: bool = True) -> None:
+    """Apply a group concurrently (bounded), adding every success to `into` even when
+    others of the group fail, so what was applied is recorded; then raise the abort, one
+    ApplyError with all the group's errors, or the first unforeseen exception."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=APPLY_CONCURRENCY) as pool:
         futures = [pool.submit(_apply_one, target=target, manifest=m, site=site, abort=abort,
                                live=live, wave=wave, intent_bound=intent_bound)
                    for m in items]
-        done: list[inventory.ObjectResult] = []
         failures: list[str] = []
         aborted: errors.AbortedError | None = None
+        unforeseen: Exception | None = None
         for future in futures:
             try:
-                done.append(future.result())
+                into.append(future.result())
             except errors.AbortedError as exc:
                 aborted = exc
             except errors.ClusterError as exc:
                 failures.append(str(exc))
+            except Exception as exc:
+                unforeseen = unforeseen or exc
     if aborted is not None:
         raise aborted
+    if unforeseen is not None:
+        raise unforeseen
     if failures:
         raise errors.ApplyError(f"wave {wave}: " + "; ".join(failures))
-    return done
 
 
 def ref_of(target: cluster.Cluster, manifest: documents.Manifest, *,

@@ -21,18 +21,18 @@ import errno
 import fcntl
 import json
 import os
-import re
 import types
 import typing
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler import cluster, errors
+from reconciler import cluster, contract, errors
 from reconciler.repo import bundle, documents, schemas
 from reconciler.site import fence, inventory
 
-# 3: errors of the accept and prune stages. 2: inventory entries carry their wave.
+# 3: errors of the accept and prune stages, syncs that end aborted. 2: inventory entries
+# carry their wave.
 # Versions 1 and 2 still load (the schema lists the versions read), and are saved as 3.
 FORMAT_VERSION = 3
 HISTORY_LIMIT = 50
@@ -147,7 +147,7 @@ class SyncRecord:
 
     started_at: str
     commit: str | None
-    result: str  # ok, failed, refused
+    result: str  # running, ok, failed, aborted (superseded or shut down), refused
     finished_at: str | None = None
     verdict: str | None = None
     message: str = ""
@@ -216,6 +216,25 @@ class SiteState:
 _OPEN = (Outcome.PENDING, Outcome.PROGRESSING)
 
 
+@dataclasses.dataclass(frozen=True)
+class Opened:
+    """Which rollout record a pass writes to: the one it opened (or, for a drift pass, the
+    one it found), named by intent, commit and start time."""
+
+    intent_id: str
+    commit: str
+    started_at: str
+
+    @classmethod
+    def of(cls, record: RolloutRecord) -> Opened:
+        return cls(intent_id=record.intent_id, commit=record.commit,
+                   started_at=record.started_at)
+
+
+def _is(record: RolloutRecord | None, opened: Opened) -> bool:
+    return record is not None and Opened.of(record) == opened
+
+
 def start_sync(current: SiteState, *, source: SourceRecord, now: str) -> SiteState:
     """A pass begins: `running` until one of the endings below records how it went."""
     return dataclasses.replace(current, source=source,
@@ -236,7 +255,14 @@ def drop_records(drops: Iterable[fence.Drop]) -> tuple[DropRecord, ...]:
 
 def refuse(current: SiteState, *, intent: documents.Intent, commit: str, reason: str,
            now: str) -> SiteState:
-    """A refused intent enters the history; the accepted one stays in force."""
+    """A refused intent enters the history; the accepted one stays in force.
+
+    An intent refused at the very commit it was once accepted at (history rewound) keeps
+    its accepted entry: replacing it would forget that the id was superseded.
+    """
+    if any(e.id == intent.id and e.commit == commit and e.outcome is not Outcome.REFUSED
+           for e in current.history):
+        return current
     return current.with_history(HistoryEntry(
         id=intent.id, sequence=intent.sequence, commit=commit, outcome=Outcome.REFUSED,
         finished_at=now, message=reason))
@@ -290,10 +316,11 @@ def start_rollout(current: SiteState, *, intent_id: str, commit: str,
         waves=waves)).update_history(intent_id, outcome=Outcome.PROGRESSING)
 
 
-def record_waves(current: SiteState, *, intent_id: str,
+def record_waves(current: SiteState, *, rollout: Opened,
                  waves: tuple[WaveRecord, ...]) -> SiteState:
-    """Progress of the running rollout; nothing when another intent's rollout is recorded."""
-    if current.rollout is None or current.rollout.intent_id != intent_id:
+    """Progress of the rollout `rollout` names; nothing when the record is another's (a
+    newer intent was accepted meanwhile) or was closed by a newer acceptance."""
+    if not _is(current.rollout, rollout) or current.rollout is None:
         return current
     return dataclasses.replace(current, rollout=dataclasses.replace(current.rollout,
                                                                     waves=waves))
@@ -316,25 +343,35 @@ def record_inventory(current: SiteState, *, results: Sequence[inventory.ObjectRe
         current.inventory, added=added, deleted=deleted, keep_only=keep_only))
 
 
-def end_rollout(current: SiteState, *, intent_id: str, phase: Outcome, message: str,
+def end_rollout(current: SiteState, *, rollout: Opened, phase: Outcome, message: str,
                 waves: tuple[WaveRecord, ...], superseded_by: str | None,
                 now: str) -> SiteState:
-    """The rollout of `intent_id` ended (or stopped for shutdown: `phase` Progressing).
+    """The rollout `rollout` names ended (or stopped for shutdown: `phase` Progressing).
 
-    Its record and its history entry get the same phase. A rollout superseded by a newer
-    intent was closed by `accept()`; only its waves are brought up to date here.
+    Its record and its history entry get the same phase. A record that is no longer this
+    rollout's is left alone, and one a newer acceptance already closed (`accept()` marks
+    it superseded) only gets its waves brought up to date. A rollout aborted for an intent
+    whose acceptance is not recorded (yet: the acceptance is saved after the drain, and
+    may fail) stays open, interrupted: the acceptance closes it, or the next pass resumes.
     """
-    if current.rollout is None or current.rollout.intent_id != intent_id:
+    record = current.rollout
+    if record is None or not _is(record, rollout):
         return current
-    finished = None if phase is Outcome.PROGRESSING else now
-    if superseded_by:
+    if record.superseded_by is not None:
+        return dataclasses.replace(current, rollout=dataclasses.replace(record, waves=waves))
+    if superseded_by is not None and (current.accepted is None
+                                      or current.accepted.id != superseded_by):
+        phase, superseded_by = Outcome.PROGRESSING, None
+        message = "interrupted: a newer intent was being accepted; resumes unless it is"
+    elif superseded_by is not None:
         message = f"Aborted (superseded by {superseded_by})"
+    finished = None if phase is Outcome.PROGRESSING else now
     current = dataclasses.replace(current, rollout=dataclasses.replace(
-        current.rollout, phase=phase, message=message, waves=waves, finished_at=finished,
+        record, phase=phase, message=message, waves=waves, finished_at=finished,
         superseded_by=superseded_by))
     if superseded_by:
-        return current
-    return current.update_history(intent_id, outcome=phase, message=message,
+        return current  # accept() closed its history entry
+    return current.update_history(record.intent_id, outcome=phase, message=message,
                                   finished_at=finished)
 
 
@@ -347,8 +384,14 @@ def record_error(current: SiteState, *, stage: str, message: str, commit: str | 
 
 def finish_sync(current: SiteState, *, commit: str | None, result: str, message: str,
                 verdict: str | None, now: str, changes: Iterable[cluster.Change] = (),
-                dropped: int = 0) -> SiteState:
-    """The pass ended `ok`, `failed` or `refused`; `changes` are what it did to objects."""
+                dropped: int = 0, intent_id: str | None = None) -> SiteState:
+    """The pass ended `ok`, `failed`, `aborted` or `refused`; `changes` are what it did to
+    objects. A pass that rolled out `intent_id` is not `ok` when a newer intent was
+    accepted before it ended: it was aborted, whatever its rollout said."""
+    accepted = current.accepted.id if current.accepted else None
+    if result == "ok" and intent_id is not None and accepted != intent_id:
+        result, message = "aborted", (f"intent {intent_id} was superseded by {accepted} "
+                                      "before the pass ended")
     record = current.last_sync or SyncRecord(started_at=now, commit=commit, result="running")
     counts = collections.Counter(changes)
     return dataclasses.replace(current, last_sync=dataclasses.replace(
@@ -506,7 +549,8 @@ class FileStateStore:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise errors.StateError(
-                f"{self.path}: corrupt state file (line {exc.lineno}: {exc.msg}); it was left "
+                f"{documents.position(str(self.path), exc.lineno, exc.colno)}: corrupt state "
+                f"file ({exc.msg}); it was left "
                 "untouched: repair it, or move it aside to start the site afresh"
             ) from exc
         version = data.get("formatVersion") if isinstance(data, dict) else None
@@ -567,11 +611,9 @@ class FileStateStore:
             raise errors.StateError(f"{self.path}: {what}: {detail}")
 
 
-SITE_FILE = re.compile(r"^(?P<site>[a-z0-9][-a-z0-9.]*)\.json$")
-
-
 def sites_in(state_dir: Path) -> list[str]:
-    """The sites that have a state file in `state_dir`."""
+    """The sites that have a state file in `state_dir` (named by the one site-name rule)."""
     if not state_dir.is_dir():
         return []
-    return sorted(m["site"] for p in state_dir.iterdir() if (m := SITE_FILE.match(p.name)))
+    return sorted(p.stem for p in state_dir.iterdir()
+                  if p.suffix == ".json" and contract.SITE_NAME_PATTERN.match(p.stem))

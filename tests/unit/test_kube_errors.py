@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import http.server
+import json
 import socket
+import ssl
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +213,41 @@ def _closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with the real openssl."""
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_a_server_whose_certificate_does_not_verify_is_not_retryable(tmp_path: Path) -> None:
+    """A TLS failure (the server's certificate is not signed by the kubeconfig's CA) is a
+    ClusterError that says no retry can help, for a real TLS server on loopback."""
+    served_cert, served_key = _self_signed(tmp_path, "server")
+    other_ca, _ = _self_signed(tmp_path, "other-ca")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(served_cert, served_key)
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {
+            "server": f"https://127.0.0.1:{server.server_address[1]}",
+            "certificate-authority-data": base64.b64encode(other_ca.read_bytes()).decode()}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    target = kube.connect(kubeconfig=kubeconfig)
+    try:
+        with pytest.raises(errors.ClusterError) as caught:
+            target.resource(api_version="v1", kind="ConfigMap")
+    finally:
+        target.close()
+        server.shutdown()
+    assert not caught.value.retryable
+    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler import cluster
-from reconciler.site import abort, prune, state
+from reconciler import cluster, errors
+from reconciler.site import abort, inventory, prune, state
 from tests import fakes
 
 SITE = "edge-sfo-01"
@@ -30,7 +30,8 @@ def test_prune_deletes_in_reverse_wave_order_and_only_labelled_objects():
 
     stale = [entry("w0", 0), entry("w9", 9), entry("foreign", 5), entry("kept", 3),
              entry("gone", 1)]
-    deleted = prune.run(target=target, site=SITE, stale=stale, abort=abort.Abort())
+    deleted: list[inventory.ObjectResult] = []
+    prune.run(target=target, site=SITE, stale=stale, abort=abort.Abort(), into=deleted)
     assert [str(d.ref) for d in deleted] == ["ConfigMap/ran/w9", "ConfigMap/ran/w0"]
     left = {ref.name for ref in target.objects}
     assert left == {"foreign", "kept"}
@@ -45,3 +46,31 @@ def test_kept_says_why_an_object_is_not_pruned():
     disabled = {"metadata": {"labels": {"reconciler.dev/site": SITE},
                              "annotations": {"reconciler.dev/prune": "disabled"}}}
     assert prune.kept(disabled, site=SITE) == "reconciler.dev/prune is disabled"
+
+
+def test_deletions_before_a_failure_are_kept_in_into():
+    """A delete that fails midway leaves the deletions made before it in `into`, so the
+    inventory can forget what is gone."""
+    target = fakes.FakeCluster()
+    for name in ("w9", "w0"):
+        target.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": name, "namespace": "ran", "labels": {"reconciler.dev/site": SITE}}})
+    real_delete = target.delete
+
+    def delete(ref: cluster.ObjectRef) -> bool:
+        if ref.name == "w0":
+            raise errors.ClusterError("ConfigMap/ran/w0 delete failed: HTTP 500", retryable=True)
+        return real_delete(ref)
+
+    target.delete = delete  # type: ignore[method-assign]
+    stale = [state.InventoryEntry(id=f"ran_{n}__ConfigMap", api_version="v1", kind="ConfigMap",
+                                  namespace="ran", name=n, intent_id="i", applied_at=state.now(),
+                                  wave=w) for n, w in (("w0", 0), ("w9", 9))]
+    deleted: list[inventory.ObjectResult] = []
+    try:
+        prune.run(target=target, site=SITE, stale=stale, abort=abort.Abort(), into=deleted)
+    except errors.ClusterError:
+        pass
+    else:
+        raise AssertionError("the failing delete did not raise")
+    assert [str(d.ref) for d in deleted] == ["ConfigMap/ran/w9"]

@@ -245,7 +245,9 @@ def test_retryable_apply_error_is_retried(env: Env):
 
 
 def test_aborted_rollout_applies_nothing_more(env: Env):
-    """An abort signalled before the rollout applies nothing and records Aborted."""
+    """An abort signalled before the rollout applies nothing; the pass ends aborted, and
+    since the superseding intent's acceptance is not recorded, the rollout stays open
+    (the acceptance closes it, or the next pass resumes it)."""
     signal = abort.Abort()
     signal.set("superseded by next", superseded_by="next")
     result = env.sync(abort=signal)
@@ -253,7 +255,10 @@ def test_aborted_rollout_applies_nothing_more(env: Env):
     assert result.phase is state.Outcome.ABORTED
     assert env.cluster.applied() == []
     recorded = env.store.load()
-    assert recorded.rollout is not None and recorded.rollout.superseded_by == "next"
+    assert recorded.rollout is not None and recorded.rollout.superseded_by is None
+    assert recorded.rollout.phase is state.Outcome.PROGRESSING
+    assert recorded.last_sync is not None and recorded.last_sync.result == "aborted"
+    assert state.problems(recorded) == []
 
 
 def test_unknown_site_is_a_clear_error(env: Env, tmp_path: Path):

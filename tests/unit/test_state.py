@@ -162,7 +162,7 @@ def test_corrupt_file_is_refused_and_left_untouched(store: state.FileStateStore)
     payload = write_raw(store, b'{"formatVersion": 1, "site": "edge-a",\n  oops')
     with pytest.raises(errors.StateError) as caught:
         store.load()
-    assert str(caught.value).startswith(f"{store.path}: corrupt state file (line 2: ")
+    assert str(caught.value).startswith(f"{store.path}:2:3: corrupt state file (")
     assert "left untouched" in str(caught.value)
     assert store.path.read_bytes() == payload
     assert sorted(p.name for p in store.state_dir.iterdir()) == ["edge-a.json"]

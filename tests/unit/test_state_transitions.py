@@ -29,14 +29,18 @@ def accepted(current: state.SiteState, intent_id: str, sequence: int | None = No
                         drops=(), now=now)
 
 
+def opened(intent_id: str, now: str = NOW) -> state.Opened:
+    return state.Opened(intent_id=intent_id, commit="a" * 40, started_at=now)
+
+
 def rolled_out(intent_id: str) -> state.SiteState:
     """A site whose intent `intent_id` rolled out successfully."""
     s = accepted(state.SiteState(site="s"), intent_id)
     s = state.start_rollout(s, intent_id=intent_id, commit="a" * 40, waves=(), now=NOW)
-    s = state.end_rollout(s, intent_id=intent_id, phase=Out.SUCCEEDED, message="", waves=(),
-                          superseded_by=None, now=NOW)
+    s = state.end_rollout(s, rollout=opened(intent_id), phase=Out.SUCCEEDED, message="",
+                          waves=(), superseded_by=None, now=NOW)
     return state.finish_sync(s, commit="a" * 40, result="ok", message="", verdict="accept",
-                             now=NOW)
+                             now=NOW, intent_id=intent_id)
 
 
 def result(name: str, change: cluster.Change, intent_id: str | None = "i-1"
@@ -108,8 +112,10 @@ def test_record_waves_ignores_another_intents_rollout():
     s = state.start_rollout(accepted(state.SiteState(site="s"), "i-1"), intent_id="i-1",
                             commit="a" * 40, waves=(), now=NOW)
     waves = (state.WaveRecord(wave=0, phase=W.HEALTHY),)
-    assert state.record_waves(s, intent_id="i-1", waves=waves).rollout.waves == waves  # type: ignore[union-attr]
-    assert state.record_waves(s, intent_id="other", waves=waves) == s
+    recorded = state.record_waves(s, rollout=opened("i-1"), waves=waves).rollout
+    assert recorded is not None and recorded.waves == waves
+    assert state.record_waves(s, rollout=opened("other"), waves=waves) == s
+    assert state.record_waves(s, rollout=opened("i-1", LATER), waves=waves) == s
 
 
 def test_record_inventory_adds_applied_removes_deleted_and_skips_crds():
@@ -139,7 +145,7 @@ def test_end_rollout_sets_the_same_phase_on_record_and_history():
     """A failed rollout is Failed in its record and in its history entry, with the message."""
     s = state.start_rollout(accepted(state.SiteState(site="s"), "i-1"), intent_id="i-1",
                             commit="a" * 40, waves=(), now=NOW)
-    s = state.end_rollout(s, intent_id="i-1", phase=Out.FAILED, message="wave 0 failed",
+    s = state.end_rollout(s, rollout=opened("i-1"), phase=Out.FAILED, message="wave 0 failed",
                           waves=(), superseded_by=None, now=LATER)
     entry = s.history_entry("i-1")
     assert s.rollout is not None and (s.rollout.phase, s.rollout.finished_at) == \
@@ -151,7 +157,7 @@ def test_end_rollout_for_shutdown_stays_open():
     """A rollout stopped for shutdown stays Progressing, with no finish time."""
     s = state.start_rollout(accepted(state.SiteState(site="s"), "i-1"), intent_id="i-1",
                             commit="a" * 40, waves=(), now=NOW)
-    s = state.end_rollout(s, intent_id="i-1", phase=Out.PROGRESSING, message="interrupted",
+    s = state.end_rollout(s, rollout=opened("i-1"), phase=Out.PROGRESSING, message="interrupted",
                           waves=(), superseded_by=None, now=LATER)
     assert s.rollout is not None and s.rollout.finished_at is None
     assert s.history_entry("i-1").outcome is Out.PROGRESSING  # type: ignore[union-attr]
@@ -163,12 +169,73 @@ def test_end_rollout_of_a_superseded_intent_keeps_what_accept_wrote():
                             commit="a" * 40, waves=(), now=NOW)
     s = accepted(s, "i-2")
     waves = (state.WaveRecord(wave=0, phase=W.APPLYING),)
-    ended = state.end_rollout(s, intent_id="i-1", phase=Out.ABORTED, message="aborted",
+    ended = state.end_rollout(s, rollout=opened("i-1"), phase=Out.ABORTED, message="aborted",
                               waves=waves, superseded_by="i-2", now=LATER)
     assert ended.rollout is not None and ended.rollout.waves == waves
     assert ended.rollout.message == "Aborted (superseded by i-2)"
     assert ended.history == s.history
     assert state.problems(ended) == []
+
+
+def test_a_rollout_that_succeeds_after_a_newer_acceptance_stays_superseded():
+    """A rollout that ends Succeeded after a newer intent's acceptance closed its record
+    keeps the record closed (Aborted, superseded); only its waves move."""
+    s = state.start_rollout(accepted(state.SiteState(site="s"), "i-1"), intent_id="i-1",
+                            commit="a" * 40, waves=(), now=NOW)
+    s = accepted(s, "i-2")
+    waves = (state.WaveRecord(wave=0, phase=W.HEALTHY),)
+    ended = state.end_rollout(s, rollout=opened("i-1"), phase=Out.SUCCEEDED, message="",
+                              waves=waves, superseded_by=None, now=LATER)
+    assert ended.rollout is not None
+    assert (ended.rollout.phase, ended.rollout.superseded_by) == (Out.ABORTED, "i-2")
+    assert ended.rollout.waves == waves and ended.history == s.history
+
+
+def test_an_abort_for_an_acceptance_not_yet_recorded_leaves_the_rollout_open():
+    """A rollout aborted for a newer intent whose acceptance is not on disk (yet) stays
+    Progressing, not superseded: the acceptance closes it, or the next pass resumes it."""
+    s = state.start_rollout(accepted(state.SiteState(site="s"), "i-1"), intent_id="i-1",
+                            commit="a" * 40, waves=(), now=NOW)
+    ended = state.end_rollout(s, rollout=opened("i-1"), phase=Out.ABORTED,
+                              message="aborted (superseded by i-2)", waves=(),
+                              superseded_by="i-2", now=LATER)
+    assert ended.rollout is not None
+    assert (ended.rollout.phase, ended.rollout.superseded_by) == (Out.PROGRESSING, None)
+    assert ended.history_entry("i-1").outcome is Out.PROGRESSING  # type: ignore[union-attr]
+    assert state.problems(ended) == []
+    closed = accepted(ended, "i-2", now=LATER)
+    assert closed.rollout is not None and closed.rollout.phase is Out.ABORTED
+    assert state.problems(closed) == []
+
+
+def test_end_rollout_leaves_a_record_it_did_not_open_alone():
+    """A pass ends only the rollout record it opened (intent, commit and start time)."""
+    s = rolled_out("i-1")
+    assert state.end_rollout(s, rollout=opened("i-1", LATER), phase=Out.FAILED, message="x",
+                             waves=(), superseded_by=None, now=LATER) == s
+
+
+def test_a_pass_is_not_ok_when_a_newer_intent_was_accepted_before_it_ended():
+    """finish_sync turns `ok` into `aborted` when the pass's intent is no longer accepted."""
+    s = accepted(state.SiteState(site="s"), "i-2")
+    done = state.finish_sync(s, commit="a" * 40, result="ok", message="", verdict="accept",
+                             now=LATER, intent_id="i-1")
+    assert done.last_sync is not None and done.last_sync.result == "aborted"
+    assert "superseded by i-2" in done.last_sync.message
+    kept = state.finish_sync(s, commit="a" * 40, result="ok", message="", verdict="keep",
+                             now=LATER, intent_id="i-2")
+    assert kept.last_sync is not None and kept.last_sync.result == "ok"
+
+
+def test_a_refusal_at_the_commit_an_intent_was_accepted_at_keeps_it_superseded():
+    """Refusing a superseded intent seen again at its old commit (history rewound) keeps
+    its accepted entry, so it stays among the superseded ids."""
+    s = accepted(accepted(state.SiteState(site="s"), "i-1"), "i-2")
+    assert "i-1" in s.superseded_ids()
+    refused = state.refuse(s, intent=intent("i-1"), commit="a" * 40, reason="replay", now=LATER)
+    assert "i-1" in refused.superseded_ids()
+    other = state.refuse(s, intent=intent("i-1"), commit="c" * 40, reason="replay", now=LATER)
+    assert other.history[-1].outcome is Out.REFUSED and "i-1" in other.superseded_ids()
 
 
 def test_finish_sync_counts_changes():
