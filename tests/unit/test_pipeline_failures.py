@@ -17,8 +17,8 @@ import pytest
 
 from reconciler import errors
 from reconciler.repo import bundle, schemas, source
-from reconciler.site import fence, health, pipeline, state
-from tests import fakes, gitrepo
+from reconciler.site import fence, health, state
+from tests import gitrepo, sites
 
 SITE = "edge-sfo-01"
 
@@ -48,17 +48,11 @@ class FailingStore(state.FileStateStore):
         super().save(state_)
 
 
-class Env:
-    def __init__(self, tmp_path: Path, remote: gitrepo.GitRemote) -> None:
-        self.remote = remote
-        self.cluster = fakes.FakeCluster()
-        self.store = FailingStore(state_dir=tmp_path / "state", site=SITE)
-        self.options = pipeline.Options(url=remote.url, site=SITE, cache_dir=tmp_path / "cache")
+class Env(sites.Env):
+    store: FailingStore
 
-    def sync(self) -> pipeline.SyncResult:
-        with self.store.lock():
-            return pipeline.sync_once(options=self.options, store=self.store,
-                                      target=self.cluster)
+    def __init__(self, tmp_path: Path, remote: gitrepo.GitRemote) -> None:
+        super().__init__(tmp_path, remote, store_type=FailingStore)
 
     def new_intent_without_the_config_map(self) -> None:
         """Intent 2: the ConfigMap's manifest is gone, so a successful rollout prunes it."""

@@ -15,19 +15,18 @@ from reconciler import cluster, errors
 from reconciler.repo import documents, source
 from reconciler.site import abort as aborts
 from reconciler.site import agent, fence, pipeline, rollout, state
-from tests import fakes, gitrepo
+from tests import gitrepo, sites
 
 SITE = "edge-sfo-01"
 OLD = "sfo-baseline-1"
 NEW = "intent-2"
 
 
-class Env:
+class Env(sites.Env):
+    """The site, with the agent's two halves run one step at a time."""
+
     def __init__(self, tmp_path: Path, remote: gitrepo.GitRemote) -> None:
-        self.remote = remote
-        self.cluster = fakes.FakeCluster()
-        self.store = state.FileStateStore(state_dir=tmp_path / "state", site=SITE)
-        self.options = pipeline.Options(url=remote.url, site=SITE, cache_dir=tmp_path / "cache")
+        super().__init__(tmp_path, remote)
         self.box = pipeline.SiteBox(self.store)
         self.repo = source.Source(url=remote.url, branch=self.options.branch,
                                   cache_dir=self.options.cache_dir)

@@ -9,7 +9,7 @@ import pytest
 
 from reconciler import contract, errors
 from reconciler.site import abort, fence, pipeline, state
-from tests import fakes, gitrepo
+from tests import gitrepo, sites
 
 SITE = "edge-sfo-01"
 SITE_OBJECTS = [
@@ -23,17 +23,7 @@ CRDS = ["CustomResourceDefinition/networkfunctions.telco.example.com",
         "CustomResourceDefinition/workloadclusters.telco.example.com"]
 
 
-class Env:
-    def __init__(self, tmp_path: Path, remote: gitrepo.GitRemote) -> None:
-        self.remote = remote
-        self.cluster = fakes.FakeCluster()
-        self.store = state.FileStateStore(state_dir=tmp_path / "state", site=SITE)
-        self.options = pipeline.Options(url=remote.url, site=SITE, cache_dir=tmp_path / "cache")
-
-    def sync(self, **kwargs: object) -> pipeline.SyncResult:
-        with self.store.lock():
-            return pipeline.sync_once(options=self.options, store=self.store,
-                                       target=self.cluster, **kwargs)  # type: ignore[arg-type]
+Env = sites.Env
 
 
 @pytest.fixture
