@@ -14,6 +14,7 @@ ANNOTATION_PREFIX = "reconciler.dev/"
 ANNOTATION_INTENT_ID = ANNOTATION_PREFIX + "intent-id"
 ANNOTATION_WAVE = ANNOTATION_PREFIX + "wave"
 ANNOTATION_PRUNE = ANNOTATION_PREFIX + "prune"
+ANNOTATION_HEALTH = ANNOTATION_PREFIX + "health"
 
 # Labels the reconciler adds to everything it applies.
 LABEL_SITE = ANNOTATION_PREFIX + "site"

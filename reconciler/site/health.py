@@ -1,27 +1,39 @@
 """Health of one live object: may the wave it belongs to proceed? Called by the rollout.
 
 After each wave is applied the rollout reads every object back and calls assess() on it.
-assess() dispatches on the object's API group and kind to one function per kind family,
-in the manner of Argo CD's gitops-engine (pkg/health) and kstatus:
+assess() dispatches on the object's API group and kind to one rule per kind family, in the
+manner of Argo CD's gitops-engine (pkg/health), with kstatus' semantics (the ones Flux and
+`kubectl wait` users rely on) for everything without a rule of its own:
 
+* `reconciler.dev/health: skip` on an object makes it healthy at once, whatever it says;
 * workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet) judge their rollout counters;
-* Job, Pod, PersistentVolumeClaim, Service, Namespace and CustomResourceDefinition judge
-  their own status fields;
+* Job, Pod, PersistentVolumeClaim, Service, Namespace, CustomResourceDefinition and
+  APIService judge their own status fields or conditions;
 * kinds that carry no status (ConfigMap, Secret, RBAC) are healthy once applied;
-* everything else, custom resources above all, is judged by its conditions: Ready, and
-  kstatus' Stalled and Reconciling, all against the generation the controller observed.
+* everything else, custom resources above all, is judged as kstatus does: the generation
+  the controller observed, then Stalled (failed) and Reconciling (progressing), then Ready,
+  or failing that the conventional Reconciled and Available (prometheus-operator's kinds);
+  an object with none of these conditions whose generation is caught up is current.
 
-It is pure logic over the plain dict the API server returns: nothing here does I/O, and a
-malformed field (a condition that is not a mapping, a count that is not a number) is read
-as absent rather than raising.
+register() adds a rule for another kind; require_conditions() builds the common one. The
+rules are spelled out, with their differences from kstatus, in docs/health.md.
+
+It is pure logic over the plain dict the API server returns, plus the wall clock (injected
+by tests) for one question: was a custom resource without status created just now? Nothing
+here does I/O, and a malformed field (a condition that is not a mapping, a count that is not
+a number) is read as absent rather than raising.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from reconciler import contract
 
 
 class Status(enum.StrEnum):
@@ -38,6 +50,10 @@ class Health:
     message: str  # names the condition or counter, "" when healthy without detail
 
 
+# A rule judges one live object of its kind. It must not raise: it reads a malformed field
+# as absent, as the rules here do.
+Rule = Callable[[Mapping[str, Any]], Health]
+
 MESSAGE_LIMIT = 200  # characters; a controller's message is cut to this, whitespace folded
 
 # Ready=False with one of these reasons (or any reason containing "fail") is a failure.
@@ -48,41 +64,114 @@ FAILURE_REASONS = frozenset({"failed", "error", "degraded", "installfailed",
 POD_FAILURE_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull",
                                  "InvalidImageName"})
 
+# Judged when an object has no Ready condition, all of those present, in this order: a
+# failed reconcile is the cause, so it is named before the unavailability it brings.
+CONVENTIONAL_CONDITIONS = ("Reconciled", "Available")
+
+# The value of the annotation contract.ANNOTATION_HEALTH that skips the health check.
+SKIP = "skip"
+
+# Seconds after its creation during which a custom resource without any status waits for
+# its controller's first status write; after that it is current, as in kstatus. (A real
+# apiserver showed the next wave starting between the create and that first write.)
+STATUS_GRACE = 10.0
+
 HEALTHY = Health(status=Status.HEALTHY, message="")
 
 
-def assess(obj: Mapping[str, Any]) -> Health:
-    """The health of one live object; dispatches on apiVersion/kind to one function per family."""
+def assess(obj: Mapping[str, Any], *,
+           clock: Callable[[], float] = time.time,  # injected by tests
+           ) -> Health:
+    """The health of one live object; dispatches on apiVersion/kind to one rule per family."""
     metadata = _mapping(obj.get("metadata"))
+    if _skipped(metadata):
+        return Health(status=Status.HEALTHY,
+                      message=f"health check skipped ({contract.ANNOTATION_HEALTH}: {SKIP})")
     if metadata.get("deletionTimestamp"):
         return _deleting(metadata=metadata)
     group = _group(obj.get("apiVersion"))
-    family = _FAMILIES.get((group, obj.get("kind", "")))
-    if family is not None:
-        return family(obj)
-    return _assess_by_conditions(obj, require_ready=not _is_builtin(group))
+    rule = _FAMILIES.get((group, obj.get("kind", "")))
+    if rule is not None:
+        return rule(obj)
+    return _assess_generic(obj, builtin=_is_builtin(group), now=clock())
+
+
+def register(group: str, kind: str, rule: Rule, *, replace: bool = False) -> None:
+    """Judge every object of this API group and kind by `rule` from now on.
+
+    group is the API group alone ("" for the core group, "monitoring.coreos.com"), so every
+    version of the kind is judged alike. A kind that already has a rule (one of ours or an
+    earlier registration) is refused unless replace is True.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise ValueError("a health rule needs a kind: register(group, kind, rule)")
+    if not isinstance(group, str) or "/" in group:
+        raise ValueError(f"health rule for {kind}: group {group!r} is not an API group; "
+                         f"pass the group without its version (\"apps\", not \"apps/v1\")")
+    if not callable(rule):
+        raise TypeError(f"health rule for {_kind_name(group, kind)} is not callable")
+    if (group, kind) in _FAMILIES and not replace:
+        raise ValueError(f"{_kind_name(group, kind)} already has a health rule; "
+                         f"pass replace=True to replace it")
+    _FAMILIES[(group, kind)] = rule
+
+
+def require_conditions(*types: str, judge_reasons: bool = True) -> Rule:
+    """A rule for kinds that are there when all these conditions are True, for the current
+    generation: `require_conditions("Programmed")` for a Gateway.
+
+    The generation and Stalled/Reconciling are checked first, as for every custom resource.
+    A condition not yet reported is progressing. One that is False with a failure reason
+    fails the object, unless judge_reasons is False (its reasons all clear up by waiting).
+    """
+    if not types:
+        raise ValueError("require_conditions() needs at least one condition type")
+    wanted = tuple(types)
+
+    def rule(obj: Mapping[str, Any]) -> Health:
+        status = _mapping(obj.get("status"))
+        generation = _generation(obj)
+        verdict = _kstatus_generic(status=status, generation=generation)
+        if verdict is not None:
+            return verdict
+        conditions = _conditions(status)
+        for kind in wanted:
+            if kind not in conditions:
+                return _progressing(f"no {kind} condition yet")
+        return _judge([conditions[kind] for kind in wanted], generation=generation,
+                      judge_reasons=judge_reasons)
+
+    rule.__doc__ = f"Healthy when {', '.join(wanted)} {'is' if len(wanted) == 1 else 'are'} True."
+    return rule
 
 
 # --- the families -------------------------------------------------------------------------
 
 
-def _assess_by_conditions(obj: Mapping[str, Any], *, require_ready: bool) -> Health:
-    """Ready/Stalled/Reconciling conditions, checked against metadata.generation.
-
-    require_ready is False for built-in kinds we have no rule for (PodDisruptionBudget,
-    HorizontalPodAutoscaler, ...): their conditions are not Ready-style, so no Ready
-    condition there means nothing to wait for.
-    """
+def _assess_generic(obj: Mapping[str, Any], *, builtin: bool, now: float) -> Health:
+    """Kinds without a rule of their own, judged as kstatus does (see docs/health.md)."""
     status = _mapping(obj.get("status"))
     if not status:
-        if require_ready:
-            # A custom resource just created has no status until its controller writes
-            # one: that is not health. (Found on a real apiserver: the wave after it
-            # started between the create and the controller's first status write.)
-            return Health(status=Status.PROGRESSING,
-                          message="waiting for its controller to report status")
-        return HEALTHY  # a built-in kind with no status: nothing reports on it
+        if not builtin and _maybe_new(_mapping(obj.get("metadata")), now=now):
+            return _progressing("waiting for its controller to report status")
+        return HEALTHY  # nothing reports on it: current, as kstatus has it
     generation = _generation(obj)
+    verdict = _kstatus_generic(status=status, generation=generation)
+    if verdict is not None:
+        return verdict
+    conditions = _conditions(status)
+    ready = conditions.get("Ready")
+    if ready is not None:
+        return _judge([ready], generation=generation, judge_reasons=True)
+    conventional = [conditions[kind] for kind in CONVENTIONAL_CONDITIONS if kind in conditions]
+    if conventional:
+        return _judge(conventional, generation=generation, judge_reasons=True)
+    return HEALTHY  # caught up, and no condition says otherwise: current
+
+
+def _kstatus_generic(*, status: Mapping[str, Any], generation: int | None) -> Health | None:
+    """kstatus' checks that come before any kind's own: the observed generation, then
+    Stalled=True (failed) and Reconciling=True (progressing). None when they say nothing."""
     if _stale(observed=status.get("observedGeneration"), generation=generation):
         return _waiting_for_generation(generation)
     conditions = _conditions(status)
@@ -91,19 +180,24 @@ def _assess_by_conditions(obj: Mapping[str, Any], *, require_ready: bool) -> Hea
         return Health(status=Status.FAILED, message=_describe(stalled))
     reconciling = conditions.get("Reconciling")
     if reconciling is not None and _is_true(reconciling):
-        return Health(status=Status.PROGRESSING, message=_describe(reconciling))
-    ready = conditions.get("Ready")
-    if ready is None:
-        if require_ready:
-            return Health(status=Status.PROGRESSING, message="no Ready condition yet")
-        return HEALTHY
-    if not _current(ready, generation=generation):
+        return _progressing(_describe(reconciling))
+    return None
+
+
+def _judge(conditions: list[Mapping[str, Any]], *, generation: int | None,
+           judge_reasons: bool) -> Health:
+    """Healthy when every one of these conditions is True for the current generation."""
+    if not all(_current(condition, generation=generation) for condition in conditions):
         return _waiting_for_generation(generation)
-    if _is_true(ready):
-        return Health(status=Status.HEALTHY, message=_short(ready.get("message")))
-    if _cond_status(ready) == "False" and _is_failure_reason(ready.get("reason")):
-        return Health(status=Status.FAILED, message=_describe(ready))
-    return Health(status=Status.PROGRESSING, message=_describe(ready))
+    if judge_reasons:
+        for condition in conditions:
+            if _cond_status(condition) == "False" and _is_failure_reason(condition.get("reason")):
+                return Health(status=Status.FAILED, message=_describe(condition))
+    for condition in conditions:
+        if not _is_true(condition):
+            return _progressing(_describe(condition))
+    messages = [_short(condition.get("message")) for condition in conditions]
+    return Health(status=Status.HEALTHY, message=next((m for m in messages if m), ""))
 
 
 def _deployment(obj: Mapping[str, Any]) -> Health:
@@ -285,10 +379,9 @@ def _no_status(obj: Mapping[str, Any]) -> Health:
     return HEALTHY
 
 
-_Family = Callable[[Mapping[str, Any]], Health]
-
-# (API group, kind) -> its family. Group "" is the core group (apiVersion "v1").
-_FAMILIES: Mapping[tuple[str, str], _Family] = {
+# (API group, kind) -> its rule. Group "" is the core group (apiVersion "v1"). register()
+# adds to it; a rule of our own goes here, with a fixture per state (docs/health.md).
+_FAMILIES: dict[tuple[str, str], Rule] = {
     ("apps", "Deployment"): _deployment,
     ("apps", "StatefulSet"): _stateful_set,
     ("apps", "DaemonSet"): _daemon_set,
@@ -299,6 +392,10 @@ _FAMILIES: Mapping[tuple[str, str], _Family] = {
     ("", "Service"): _service,
     ("", "Namespace"): _namespace,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _custom_resource_definition,
+    # The aggregator's reasons for Available=False (ServiceNotFound, MissingEndpoints,
+    # FailedDiscoveryCheck, ...) all clear up once the backend serves: it waits, never fails.
+    ("apiregistration.k8s.io", "APIService"): require_conditions("Available",
+                                                                 judge_reasons=False),
     ("", "ConfigMap"): _no_status,
     ("", "Secret"): _no_status,
     ("", "ServiceAccount"): _no_status,
@@ -318,6 +415,39 @@ def _deleting(*, metadata: Mapping[str, Any]) -> Health:
     if names:
         return _progressing(f"being deleted (finalizers: {', '.join(names)})")
     return _progressing("being deleted")
+
+
+def _skipped(metadata: Mapping[str, Any]) -> bool:
+    """Whether the object carries `reconciler.dev/health: skip` (any case, spaces ignored)."""
+    value = _mapping(metadata.get("annotations")).get(contract.ANNOTATION_HEALTH)
+    return isinstance(value, str) and value.strip().lower() == SKIP
+
+
+def _kind_name(group: str, kind: str) -> str:
+    return f"{group}/{kind}" if group else kind
+
+
+def _maybe_new(metadata: Mapping[str, Any], *, now: float) -> bool:
+    """Whether the object may have been created too recently for its controller to have
+    written a status: metadata.creationTimestamp within STATUS_GRACE of now, either way (so a
+    clock behind the API server's cannot hold it back for more than twice that), or no
+    readable creationTimestamp at all (the API server always sets one; nothing tells its age)."""
+    created = _timestamp(metadata.get("creationTimestamp"))
+    return created is None or abs(now - created) < STATUS_GRACE
+
+
+def _timestamp(value: object) -> float | None:
+    """An RFC 3339 time as the API writes it ("2026-11-27T10:00:04Z"), in epoch seconds."""
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime.datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.UTC)
+    return value.timestamp()
 
 
 def _group(api_version: object) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import pathlib
 from typing import Any
 
 import pytest
 from ruamel import yaml as ruamel_yaml
 
+from reconciler import contract
 from reconciler.site import health
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata" / "health"
@@ -30,11 +32,36 @@ EXPECTED: dict[str, tuple[health.Status, str]] = {
     "cr-failed.yaml": (F, "Ready=False (ProvisioningFailed): node pool dataplane: flavor"),
     "cr-stalled.yaml": (F, "Stalled=True (UnsupportedVersion): kubernetesVersion v1.30.2"),
     "cr-reconciling.yaml": (P, "Reconciling=True (Scaling): scaling node pool dataplane"),
-    "cr-no-ready-condition.yaml": (P, "no Ready condition yet"),
+    # Caught up, and no Ready, Reconciled or Available condition: current, as in kstatus.
+    "cr-no-ready-condition.yaml": (H, ""),
+    # Read 2 s after its creation (FIXTURE_TIME): its controller has not written yet.
     "cr-no-status.yaml": (P, "waiting for its controller to report status"),
     "networkfunction-ready.yaml": (H, "N4 association up"),
     "networkfunction-install-failed.yaml": (F, "Ready=False (InstallFailed): helm install"),
     "networkfunction-degraded.yaml": (F, "Ready=False (Degraded): N4 association"),
+    # Custom resources of other projects, as their controllers (and kstatus' tests) write them.
+    "prometheus-available-reconciled.yaml": (H, ""),
+    "prometheus-available-stale-generation.yaml": (
+        P, "waiting for the controller to observe generation 5"),
+    "prometheus-some-pods-not-ready.yaml": (
+        P, "Available=Degraded (SomePodsNotReady): shard 0: pod prometheus-prometheus-1: 0/1"),
+    "prometheus-no-pod-ready.yaml": (P, "Available=False (NoPodReady)"),
+    "prometheus-reconcile-failed.yaml": (
+        F, "Reconciled=False (ReconciliationFailed): synchronizing web config secret failed: "
+           "failed to initialize web config: invalid TLS certificate: cannot specify both"),
+    "servicemonitor-no-status.yaml": (H, ""),
+    "helmrelease-stalled.yaml": (
+        F, "Stalled=True (RetriesExceeded): Failed to install after 1 attempt(s)"),
+    "mycr-generation-not-observed.yaml": (P, "waiting for the controller to observe generation 2"),
+    "mycr-unknown-condition.yaml": (H, ""),
+    # Aggregated APIs, by the aggregator's Available condition.
+    "apiservice-available.yaml": (H, "all checks passed"),
+    "apiservice-missing-endpoints.yaml": (
+        P, "Available=False (MissingEndpoints): endpoints for service/cert-manager-webhook"),
+    "apiservice-failed-discovery-check.yaml": (
+        P, "Available=False (FailedDiscoveryCheck): failing or missing response from "
+           "https://10.0.1.197:8443/apis/metrics.k8s.io/v1beta1"),
+    "apiservice-health-skip.yaml": (H, "health check skipped (reconciler.dev/health: skip)"),
     # Workloads.
     "deployment-healthy.yaml": (H, ""),
     "deployment-stale-generation.yaml": (P, "observe generation 2"),
@@ -88,6 +115,16 @@ EXPECTED: dict[str, tuple[health.Status, str]] = {
 }
 
 
+# The wall clock the fixtures are judged at: 2 s after cr-no-status.yaml was created, days
+# after servicemonitor-no-status.yaml was. Only objects without any status read it.
+FIXTURE_TIME = datetime.datetime(2026, 11, 27, 10, 0, 6, tzinfo=datetime.UTC).timestamp()
+
+
+def at(seconds: float):
+    """A clock stopped at `seconds` (epoch), for assess(clock=...)."""
+    return lambda: seconds
+
+
 def load(name: str) -> dict[str, Any]:
     """One fixture, read as the API returns it: plain dicts, lists and scalars."""
     loader = ruamel_yaml.YAML(typ="safe", pure=True)
@@ -115,7 +152,7 @@ def ready(status: str = "True", **fields: Any) -> dict[str, Any]:
                          [(name, *expected) for name, expected in EXPECTED.items()])
 def test_fixture(fixture: str, status: health.Status, fragment: str):
     """Each fixture state of each kind family gets its expected status and reason."""
-    verdict = health.assess(load(fixture))
+    verdict = health.assess(load(fixture), clock=at(FIXTURE_TIME))
     assert verdict.status is status, verdict
     if fragment:
         assert fragment in verdict.message
@@ -166,13 +203,64 @@ def test_namespace_without_status_is_healthy():
 
 
 def test_custom_resource_without_status_waits_for_its_controller():
-    """A custom resource with no or empty status is not healthy: its controller has not
-    reported yet (a real apiserver showed the next wave starting in that gap)."""
+    """A custom resource created moments ago with no or empty status is not healthy yet: its
+    controller has not reported (a real apiserver showed the next wave starting in that gap)."""
     obj = cr()
+    obj["metadata"]["creationTimestamp"] = "2026-11-27T10:00:04Z"
+    created = datetime.datetime(2026, 11, 27, 10, 0, 4, tzinfo=datetime.UTC).timestamp()
     obj["status"] = {}
-    assert health.assess(obj).status is P
+    waiting = health.Health(status=P, message="waiting for its controller to report status")
+    assert health.assess(obj, clock=at(created + 1)) == waiting
     del obj["status"]
-    assert health.assess(obj).status is P
+    assert health.assess(obj, clock=at(created)) == waiting
+    assert health.assess(obj, clock=at(created + health.STATUS_GRACE - 0.5)) == waiting
+
+
+def test_custom_resource_without_status_is_current_after_the_grace():
+    """Once STATUS_GRACE has passed since its creation, a custom resource nobody writes a
+    status on (a ServiceMonitor) is healthy, as kstatus calls it Current."""
+    obj = cr()
+    obj["metadata"]["creationTimestamp"] = "2026-11-27T10:00:04Z"
+    created = datetime.datetime(2026, 11, 27, 10, 0, 4, tzinfo=datetime.UTC).timestamp()
+    assert health.assess(obj, clock=at(created + health.STATUS_GRACE)) == health.HEALTHY
+    assert health.assess(obj, clock=at(created + 86400)) == health.HEALTHY
+
+
+def test_a_clock_behind_the_api_server_waits_at_most_twice_the_grace():
+    """A creationTimestamp ahead of our clock counts as just created only within the grace, so
+    a skewed clock cannot hold a status-less object back until the health timeout."""
+    obj = cr()
+    obj["metadata"]["creationTimestamp"] = "2026-11-27T10:00:04Z"
+    created = datetime.datetime(2026, 11, 27, 10, 0, 4, tzinfo=datetime.UTC).timestamp()
+    assert health.assess(obj, clock=at(created - health.STATUS_GRACE + 1)).status is P
+    assert health.assess(obj, clock=at(created - health.STATUS_GRACE - 1)).status is H
+
+
+def test_custom_resource_without_status_or_creation_time_waits():
+    """Without a readable creationTimestamp (which an API server always sets) nothing tells
+    how long the object has gone without status: it waits, up to the health timeout."""
+    obj = cr()
+    waiting = health.Health(status=P, message="waiting for its controller to report status")
+    assert health.assess(obj, clock=at(FIXTURE_TIME)) == waiting
+    obj["metadata"]["creationTimestamp"] = "yesterday"
+    assert health.assess(obj, clock=at(FIXTURE_TIME)) == waiting
+
+
+def test_unquoted_creation_timestamp_is_read_too():
+    """A creationTimestamp a YAML loader turned into a datetime is read like the string."""
+    obj = cr()
+    obj["metadata"]["creationTimestamp"] = datetime.datetime(2026, 11, 27, 10, 0, 4)
+    assert health.assess(obj, clock=at(FIXTURE_TIME)).status is P
+    obj["metadata"]["creationTimestamp"] = datetime.datetime(2026, 11, 20, 10, 0, 4)
+    assert health.assess(obj, clock=at(FIXTURE_TIME)).status is H
+
+
+def test_builtin_kind_without_status_needs_no_grace():
+    """A built-in kind without status is healthy at once, even just created."""
+    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+           "metadata": {"name": "p", "generation": 1,
+                        "creationTimestamp": "2026-11-27T10:00:05Z"}}
+    assert health.assess(pdb, clock=at(FIXTURE_TIME)) == health.HEALTHY
 
 
 def test_builtin_kind_without_status_is_healthy():
@@ -182,11 +270,11 @@ def test_builtin_kind_without_status_is_healthy():
     assert health.assess(pdb) == health.HEALTHY
 
 
-def test_status_without_conditions_waits_for_generation_and_ready():
-    """A status with only observedGeneration waits: first for the generation, then for Ready."""
-    assert health.assess(cr(observedGeneration=1)).status is P
-    caught_up = health.assess(cr(observedGeneration=2))
-    assert caught_up.status is P and caught_up.message == "no Ready condition yet"
+def test_status_without_conditions_waits_for_the_generation_only():
+    """A status with only observedGeneration waits for the generation, then is current."""
+    assert health.assess(cr(observedGeneration=1)) == health.Health(
+        status=P, message="waiting for the controller to observe generation 2")
+    assert health.assess(cr(observedGeneration=2)) == health.HEALTHY
 
 
 def test_missing_generation_skips_generation_checks():
@@ -212,8 +300,8 @@ def test_conditions_that_are_not_mappings_are_skipped():
 
 
 def test_conditions_that_are_not_a_list_are_ignored():
-    """status.conditions of the wrong type counts as no conditions at all: no Ready yet."""
-    assert health.assess(cr(conditions={"Ready": "True"})).status is P
+    """status.conditions of the wrong type counts as no conditions at all: current."""
+    assert health.assess(cr(conditions={"Ready": "False"})) == health.HEALTHY
 
 
 def test_boolean_condition_status_is_read_as_its_string():
@@ -270,11 +358,12 @@ def test_long_messages_are_folded_and_cut():
     assert len(verdict.message) <= len("Ready=False (Provisioning): ") + health.MESSAGE_LIMIT
 
 
-def test_unknown_custom_kind_with_conditions_needs_ready():
-    """An unknown custom kind whose conditions lack Ready is not yet healthy."""
+def test_unknown_custom_kind_with_other_conditions_is_current():
+    """An unknown custom kind whose conditions are none of Ready, Reconciled, Available,
+    Stalled or Reconciling is current, as in kstatus: nothing says to wait."""
     obj = {"apiVersion": "infra.example.org/v1", "kind": "Gadget", "metadata": {"name": "g"},
-           "status": {"conditions": [{"type": "Synced", "status": "True"}]}}
-    assert health.assess(obj) == health.Health(status=P, message="no Ready condition yet")
+           "status": {"conditions": [{"type": "Synced", "status": "False"}]}}
+    assert health.assess(obj) == health.HEALTHY
 
 
 def test_unknown_builtin_kind_honours_ready():
@@ -413,3 +502,215 @@ def test_same_kind_in_another_group_is_not_confused():
            "metadata": {"name": "d", "generation": 1},
            "status": {"conditions": [ready()], "observedGeneration": 1}}
     assert health.assess(obj) == health.HEALTHY
+
+
+# --- kstatus' conventional conditions -------------------------------------------------------
+
+
+def condition(kind: str, status: str = "True", **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "status": status, **fields}
+
+
+def test_available_and_reconciled_stand_in_for_ready():
+    """Without Ready, Available=True and Reconciled=True at the current generation are healthy."""
+    obj = cr(conditions=[condition("Available", observedGeneration=2),
+                         condition("Reconciled", observedGeneration=2)])
+    assert health.assess(obj) == health.HEALTHY
+
+
+def test_only_available_true_for_an_old_generation_waits():
+    """An Available=True condition about an older generation waits, with no top-level
+    observedGeneration to tell."""
+    obj = cr(conditions=[condition("Available", observedGeneration=1)])
+    assert health.assess(obj) == health.Health(
+        status=P, message="waiting for the controller to observe generation 2")
+
+
+def test_one_stale_conventional_condition_is_enough_to_wait():
+    """Reconciled for the current generation does not make a stale Available current."""
+    obj = cr(conditions=[condition("Available", observedGeneration=1),
+                         condition("Reconciled", observedGeneration=2)])
+    assert health.assess(obj).status is P
+
+
+def test_a_failed_reconcile_is_named_before_the_unavailability():
+    """Reconciled=False with a failure reason fails the object and is the message given."""
+    obj = cr(conditions=[condition("Available", "False", reason="StatefulSetNotFound"),
+                         condition("Reconciled", "False", reason="ReconciliationFailed",
+                                   message="boom")])
+    assert health.assess(obj) == health.Health(
+        status=F, message="Reconciled=False (ReconciliationFailed): boom")
+
+
+def test_ready_wins_over_the_conventional_conditions():
+    """When a Ready condition exists it alone decides; Available is not consulted."""
+    obj = cr(conditions=[ready(), condition("Available", "False", reason="NoPodReady")])
+    assert health.assess(obj) == health.HEALTHY
+    obj = cr(conditions=[ready("False", reason="Provisioning"), condition("Available")])
+    assert health.assess(obj).status is P
+
+
+def test_stalled_wins_over_available():
+    """Stalled=True fails the object even when Available=True."""
+    obj = cr(conditions=[condition("Available"), condition("Stalled", reason="Broken")])
+    assert health.assess(obj) == health.Health(status=F, message="Stalled=True (Broken)")
+
+
+def test_reconciling_wins_over_available():
+    """Reconciling=True is progressing even when Available=True."""
+    obj = cr(conditions=[condition("Available"), condition("Reconciling", reason="Scaling")])
+    assert health.assess(obj) == health.Health(status=P, message="Reconciling=True (Scaling)")
+
+
+def test_apiservice_without_conditions_waits():
+    """An APIService the aggregator has not checked yet is progressing."""
+    obj = load("apiservice-available.yaml")
+    del obj["status"]
+    assert health.assess(obj) == health.Health(status=P, message="no Available condition yet")
+
+
+@pytest.mark.parametrize("reason", ["ServiceNotFound", "MissingEndpoints", "EndpointsNotFound",
+                                    "ServicePortError", "FailedDiscoveryCheck"])
+def test_apiservice_unavailable_never_fails(reason: str):
+    """Every reason the aggregator gives for Available=False waits for the backend, even one
+    containing "Failed": only the health timeout ends it."""
+    obj = load("apiservice-available.yaml")
+    obj["status"]["conditions"] = [condition("Available", "False", reason=reason)]
+    assert health.assess(obj) == health.Health(status=P, message=f"Available=False ({reason})")
+
+
+# --- reconciler.dev/health: skip ------------------------------------------------------------
+
+
+def skipped(obj: dict[str, Any], value: str = "skip") -> dict[str, Any]:
+    obj["metadata"].setdefault("annotations", {})[contract.ANNOTATION_HEALTH] = value
+    return obj
+
+
+def test_skip_annotation_key_comes_from_the_contract():
+    """The annotation is reconciler.dev/health, spelled once in contract.py."""
+    assert contract.ANNOTATION_HEALTH == "reconciler.dev/health"
+
+
+@pytest.mark.parametrize("fixture", ["cr-failed.yaml", "pod-crashloop.yaml", "cr-no-status.yaml",
+                                     "deployment-progressing.yaml"])
+def test_skip_annotation_makes_any_object_healthy(fixture: str):
+    """A failed, crashing, status-less or rolling object marked skip is healthy at once."""
+    verdict = health.assess(skipped(load(fixture)), clock=at(FIXTURE_TIME))
+    assert verdict == health.Health(
+        status=H, message="health check skipped (reconciler.dev/health: skip)")
+
+
+def test_skip_annotation_wins_over_deletion():
+    """An object marked skip is not waited for even while it is being deleted."""
+    obj = skipped(load("deployment-being-deleted.yaml"))
+    assert health.assess(obj).status is H
+
+
+@pytest.mark.parametrize("value", ["Skip", " SKIP "])
+def test_skip_annotation_ignores_case_and_spaces(value: str):
+    """`Skip` and ` SKIP ` mean skip too."""
+    assert health.assess(skipped(load("cr-failed.yaml"), value)).status is H
+
+
+@pytest.mark.parametrize("value", ["true", "skipped", "", "no"])
+def test_other_annotation_values_do_not_skip(value: str):
+    """Any other value of the annotation leaves the object judged by its rule."""
+    assert health.assess(skipped(load("cr-failed.yaml"), value)).status is F
+
+
+def test_skip_annotation_of_a_bad_type_is_ignored():
+    """Annotations that are not a mapping, or a value that is not a string, skip nothing."""
+    obj = load("cr-failed.yaml")
+    obj["metadata"]["annotations"] = ["reconciler.dev/health=skip"]
+    assert health.assess(obj).status is F
+    obj["metadata"]["annotations"] = {contract.ANNOTATION_HEALTH: True}
+    assert health.assess(obj).status is F
+
+
+# --- adding a rule ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations made by a test are undone after it."""
+    monkeypatch.setattr(health, "_FAMILIES", dict(health._FAMILIES))
+
+
+def gateway(*conditions: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "ran", "generation": 3},
+            "status": {"conditions": list(conditions)}}
+
+
+@pytest.mark.usefixtures("rules")
+def test_a_registered_rule_judges_its_kind_in_every_version():
+    """register(group, kind, rule) sends objects of that group and kind, any version, to rule."""
+    verdict = health.Health(status=P, message="judged by the test rule")
+    health.register("gateway.networking.k8s.io", "Gateway", lambda obj: verdict)
+    assert health.assess(gateway()) == verdict
+    other_version = gateway()
+    other_version["apiVersion"] = "gateway.networking.k8s.io/v1beta1"
+    assert health.assess(other_version) == verdict
+
+
+@pytest.mark.usefixtures("rules")
+def test_require_conditions_waits_for_every_condition_at_the_generation():
+    """A require_conditions() rule is healthy only when all its conditions are True for the
+    current generation, and fails on a failure reason."""
+    health.register("gateway.networking.k8s.io", "Gateway",
+                    health.require_conditions("Accepted", "Programmed"))
+    accepted = condition("Accepted", observedGeneration=3)
+    assert health.assess(gateway(accepted)) == health.Health(
+        status=P, message="no Programmed condition yet")
+    programmed = condition("Programmed", "False", reason="Pending", observedGeneration=3)
+    assert health.assess(gateway(accepted, programmed)) == health.Health(
+        status=P, message="Programmed=False (Pending)")
+    stale = condition("Programmed", observedGeneration=2)
+    assert health.assess(gateway(accepted, stale)) == health.Health(
+        status=P, message="waiting for the controller to observe generation 3")
+    failed = condition("Programmed", "False", reason="AddressNotAssignedFailure",
+                       observedGeneration=3)
+    assert health.assess(gateway(accepted, failed)).status is F
+    done = condition("Programmed", observedGeneration=3, message="address assigned")
+    assert health.assess(gateway(accepted, done)) == health.Health(
+        status=H, message="address assigned")
+
+
+@pytest.mark.usefixtures("rules")
+def test_require_conditions_still_honours_stalled_and_the_generation():
+    """kstatus' generic checks come before the rule's own conditions."""
+    health.register("gateway.networking.k8s.io", "Gateway",
+                    health.require_conditions("Programmed"))
+    obj = gateway(condition("Programmed"), condition("Stalled", reason="Invalid"))
+    assert health.assess(obj).status is F
+    obj = gateway(condition("Programmed"))
+    obj["status"]["observedGeneration"] = 2
+    assert health.assess(obj).status is P
+
+
+@pytest.mark.usefixtures("rules")
+def test_a_kind_with_a_rule_is_not_registered_twice():
+    """Registering a kind that has a rule is refused, naming it, unless replace=True."""
+    with pytest.raises(ValueError, match="apps/Deployment already has a health rule; "
+                                         "pass replace=True"):
+        health.register("apps", "Deployment", health.require_conditions("Available"))
+    health.register("apps", "Deployment", health.require_conditions("Available"), replace=True)
+    assert health.assess(load("deployment-progressing.yaml")).status is H
+
+
+@pytest.mark.usefixtures("rules")
+def test_register_refuses_an_api_version_for_a_group():
+    """A group given with its version ("apps/v1") is refused with the right spelling."""
+    with pytest.raises(ValueError, match='"apps", not "apps/v1"'):
+        health.register("apps/v1", "Gadget", health.require_conditions("Ready"))
+    with pytest.raises(ValueError, match="needs a kind"):
+        health.register("example.org", "", health.require_conditions("Ready"))
+    with pytest.raises(TypeError, match="Gadget is not callable"):
+        health.register("example.org", "Gadget", "Ready")  # type: ignore[arg-type]
+
+
+def test_require_conditions_needs_a_condition():
+    """require_conditions() without a condition type is a mistake, said at once."""
+    with pytest.raises(ValueError, match="at least one condition type"):
+        health.require_conditions()
