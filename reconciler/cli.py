@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import __version__, contract, durations, errors
+from reconciler.repo import bundle
 from reconciler.site import report, state
 
 log = logging.getLogger("reconciler")
@@ -31,6 +32,32 @@ def _duration(text: str) -> float:
         return durations.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _size(text: str) -> int:
+    try:
+        return bundle.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """--max-file-size and --max-site-size: what a site's files may hold, the same for every
+    command that reads them (bundle.Limits)."""
+    defaults = bundle.Limits()
+    parser.add_argument("--max-file-size", type=_size, default=defaults.max_file_bytes,
+                        metavar="SIZE",
+                        help="largest file a site may have (default: "
+                             f"{bundle.format_size(defaults.max_file_bytes)}; 512Ki, 8Mi, 1G, "
+                             "or bytes)")
+    parser.add_argument("--max-site-size", type=_size, default=defaults.max_site_bytes,
+                        metavar="SIZE",
+                        help="most bytes a site's files may hold together, crds/ included "
+                             f"(default: {bundle.format_size(defaults.max_site_bytes)})")
+
+
+def _limits(args: argparse.Namespace) -> bundle.Limits:
+    return bundle.Limits(max_file_bytes=args.max_file_size, max_site_bytes=args.max_site_size)
 
 
 # What add_subparsers() returns; generic for type checkers only, so a string at run time.
@@ -61,6 +88,7 @@ def _add_sync_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", default=None, help="kubeconfig context to use")
     parser.add_argument("--allow-history-rewrite", action="store_true",
                         help="accept a new head that does not descend from the last fetched one")
+    _add_limit_flags(parser)
     parser.add_argument("--force-conflicts", action="store_true",
                         help="take over fields another field manager owns (server-side apply)")
 
@@ -204,6 +232,7 @@ def _add_manager_commands(commands: _Commands) -> None:
                        help="Kubernetes version whose schemas built-in kinds are checked "
                             "against (default: the newest kubernetes-validate ships)")
     check.add_argument("-o", "--output", choices=["text", "json", "github"], default="text")
+    _add_limit_flags(check)
 
     plan = _command(
         commands, "plan",
@@ -240,6 +269,7 @@ def _add_manager_commands(commands: _Commands) -> None:
                       help="compare against this live cluster with a server-side apply dry run")
     plan.add_argument("--context", default=None, help="kubeconfig context to use")
     plan.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    _add_limit_flags(plan)
 
     intent = _command(
         commands, "intent", help="the manager's side: publish a new intent",
@@ -285,6 +315,7 @@ def _add_manager_commands(commands: _Commands) -> None:
     publish.add_argument("--dry-run", action="store_true",
                          help="show the diff that would be committed; change nothing")
     publish.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    _add_limit_flags(publish)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -323,7 +354,8 @@ def _site(args: argparse.Namespace) -> Iterator[tuple[Any, state.FileStateStore,
     cache_dir = args.cache_dir or args.state_dir / contract.CACHE_DIR_NAME
     options = pipeline.Options(url=args.repo, site=args.site, branch=args.branch,
                                 cache_dir=cache_dir,
-                                allow_history_rewrite=args.allow_history_rewrite)
+                                allow_history_rewrite=args.allow_history_rewrite,
+                                limits=_limits(args))
     store = state.FileStateStore(state_dir=args.state_dir, site=args.site)
     target = kube.connect(kubeconfig=args.kubeconfig, context=args.context,
                           force_conflicts=args.force_conflicts)
@@ -418,7 +450,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     report = validate.run(options=validate.Options(
         root=args.path, sites=tuple(args.site) if args.site else None, strict=args.strict,
-        kube_version=args.kube_version))
+        kube_version=args.kube_version, limits=_limits(args)))
     renderer = {"text": render.validate_text, "json": render.validate_json,
                 "github": render.validate_github}[args.output]
     print(renderer(report))
@@ -431,7 +463,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from reconciler.manager import plan, render
 
     options = plan.Options(url=args.repo, site=args.site, ref=args.ref,
-                           state_dir=args.state_dir, cache_dir=args.cache_dir)
+                           state_dir=args.state_dir, cache_dir=args.cache_dir,
+                           limits=_limits(args))
     target: kube.KubeCluster | None = None
     if args.kubeconfig is not None:
         target = kube.connect(kubeconfig=args.kubeconfig, context=args.context)
@@ -452,6 +485,7 @@ def _cmd_intent(args: argparse.Namespace) -> int:
         repo=args.repo, site=args.site, message=args.message, intent_id=args.intent_id,
         sequence=args.sequence, description=args.description, sign=args.sign, push=args.push,
         remote=args.remote, allow_dirty=args.allow_dirty, dry_run=args.dry_run,
+        limits=_limits(args),
     )
     renderer = render.publish_json if args.output == "json" else render.publish_text
     try:

@@ -41,6 +41,7 @@ class Options:
     ref: str = contract.DEFAULT_BRANCH
     state_dir: Path = contract.DEFAULT_STATE_DIR
     cache_dir: Path | None = None
+    limits: bundle.Limits = dataclasses.field(default_factory=bundle.Limits)  # as sync reads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +116,7 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
                                   where=f"{repo.display_url} at {options.ref}",
                                   kind=errors.UsageError)
     try:
-        site_bundle = bundle.load(tree=tree, site=options.site)
+        site_bundle = bundle.load(tree=tree, site=options.site, limits=options.limits)
         findings = schemas.check_manifests([*site_bundle.crds, *site_bundle.manifests])
         if findings:
             raise errors.ValidationError(f"{len(findings)} invalid manifest(s)",

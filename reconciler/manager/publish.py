@@ -71,6 +71,8 @@ class Options:
     remote: str | None = None  # None: the branch's upstream, else origin
     allow_dirty: bool = False
     dry_run: bool = False
+    # What sync reads: --max-file-size and --max-site-size, refused before anything is written.
+    limits: bundle.Limits = dataclasses.field(default_factory=bundle.Limits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,8 +226,10 @@ def publish(*, options: Options,
     # Stamp every manifest, then write intent.yaml: all in memory so far.
     changes: list[FileChange] = []
     unchanged = 0
+    budget = bundle.SiteBudget(site=site, limits=options.limits)
+    work_tree = trees.DirTree(root)
     for path in _manifest_files(repo, root=root, site=site):
-        data = (root / path).read_bytes()
+        data = budget.read(work_tree, PurePosixPath(path))
         result = stamp.stamp_file(data, file=path, intent_id=intent_id)
         unchanged += sum(1 for d in result.documents if not d.changed)
         if result.changed:

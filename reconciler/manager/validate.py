@@ -44,6 +44,8 @@ class Options:
     strict: bool = False
     kube_version: str | None = None  # None: the newest installed
     jobs: int = 0  # worker processes; 0: one per CPU
+    # What sync reads: --max-file-size and --max-site-size.
+    limits: bundle.Limits = dataclasses.field(default_factory=bundle.Limits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +95,7 @@ class _FileResult:
     findings: tuple[schemas.Finding, ...]
     objects: tuple[_Object, ...] = ()
     intent_id: str | None = None
+    size: int = 0  # bytes read, for the limit per site
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,15 +132,18 @@ def run(*, options: Options) -> Report:
     findings: list[schemas.Finding] = []
     by_site = _site_files(tree)
     sites = _sites(tree, by_site, wanted=options.sites, where=str(root))
+    limits = options.limits
     jobs = [_Job(path=p, role="crd", site=None) for p in _yaml_files(tree, contract.CRDS_DIR)]
     for site in sites:
-        jobs.extend(_site_jobs(tree, site=site, files=by_site[site], findings=findings))
+        jobs.extend(_site_jobs(tree, site=site, files=by_site[site], findings=findings,
+                               limits=limits))
 
-    _context = _Context(tree=tree, catalogs=_catalogs(tree, jobs), kube_version=kube_version,
-                        limits=bundle.Limits())
+    _context = _Context(tree=tree, catalogs=_catalogs(tree, jobs, limits=limits),
+                        kube_version=kube_version, limits=limits)
     results = _check_all(jobs, workers=options.jobs or os.cpu_count() or 1)
     for result in results:
         findings.extend(result.findings)
+    findings.extend(_site_sizes(results, limits=limits))
     findings.extend(_cross_file(results, strict=options.strict))
     findings.sort(key=lambda f: (f.location.file, f.line or f.location.line or 0, f.column or 0,
                                  f.path, f.rule))
@@ -178,7 +184,7 @@ def _yaml_files(tree: trees.DirTree, folder: PurePosixPath) -> list[PurePosixPat
 
 
 def _site_jobs(tree: trees.DirTree, *, site: str, files: Sequence[PurePosixPath],
-               findings: list[schemas.Finding]) -> list[_Job]:
+               findings: list[schemas.Finding], limits: bundle.Limits) -> list[_Job]:
     intent = contract.intent_path(site)
     manifests = contract.manifests_dir(site)
     try:
@@ -208,7 +214,7 @@ def _site_jobs(tree: trees.DirTree, *, site: str, files: Sequence[PurePosixPath]
                 str(path), rule="ignored-file", severity=Severity.WARNING,
                 message="not read by the reconciler: only "
                         f"{' and '.join(contract.MANIFEST_SUFFIXES)} files are manifests"))
-    limit = bundle.Limits().max_files
+    limit = limits.max_files
     count = sum(1 for job in jobs if job.role == "manifest")
     if count > limit:
         findings.append(_file_finding(
@@ -225,8 +231,8 @@ def _file_finding(file: str, *, rule: str, message: str,
                             column=column)
 
 
-def _catalogs(tree: trees.DirTree,
-              jobs: Sequence[_Job]) -> dict[str | None, crdschema.Catalog]:
+def _catalogs(tree: trees.DirTree, jobs: Sequence[_Job], *,
+              limits: bundle.Limits) -> dict[str | None, crdschema.Catalog]:
     """The CRDs each site's cluster gets: those of crds/, plus any in the site's own
     manifests. (Errors in those files are reported when the files are checked.)"""
     shared: list[documents.Manifest] = []
@@ -235,17 +241,20 @@ def _catalogs(tree: trees.DirTree,
         if job.role == "intent":
             continue
         try:
-            data = tree.read(job.path, max_bytes=bundle.Limits().max_file_bytes)
+            data = tree.read(job.path, max_bytes=limits.max_file_bytes)
             if job.role == "manifest" and documents.CRD_KIND.encode() not in data:
                 continue
-            docs = bundle.parse_documents(data, file=str(job.path))
+            docs = bundle.parse_documents(data, file=str(job.path), limits=limits)
         except errors.BundleError:
             continue
         for location, doc in docs:
-            manifest = documents.Manifest(location=location, body=doc) \
-                if isinstance(doc, Mapping) else None
-            if manifest is not None and documents.is_crd(manifest):
-                (shared if job.role == "crd" else own[job.site]).append(manifest)
+            try:
+                manifests = bundle.list_items(doc, location=location)
+            except bundle.ShapeError:
+                continue
+            for manifest in manifests:
+                if documents.is_crd(manifest):
+                    (shared if job.role == "crd" else own[job.site]).append(manifest)
     catalogs: dict[str | None, crdschema.Catalog] = {}
     for site in {None, *(job.site for job in jobs)}:
         catalog = catalogs[site] = crdschema.Catalog()
@@ -269,7 +278,7 @@ def _check_file(job: _Job) -> _FileResult:
     assert _context is not None
     file = str(job.path)
     try:
-        data = _context.tree.read(job.path, max_bytes=_context.limits.max_file_bytes)
+        data = bundle.read_file(_context.tree, job.path, limits=_context.limits)
         docs = bundle.parse_documents(data, file=file, limits=_context.limits)
     except errors.YAMLSyntaxError as exc:
         return _FileResult(path=file, site=job.site, documents=0, findings=(_file_finding(
@@ -284,22 +293,56 @@ def _check_file(job: _Job) -> _FileResult:
     findings: list[schemas.Finding] = []
     objects: list[_Object] = []
     for location, doc in docs:
-        if not isinstance(doc, Mapping):
-            findings.append(schemas.Finding(
-                location=location, path="$", rule="manifest",
-                message=f"a manifest must be a mapping (an object), not {type(doc).__name__}"))
-            continue
-        manifest = documents.Manifest(location=location, body=doc)
-        found, identity = _check_manifest(manifest, catalog=_context.catalogs[job.site])
-        findings.extend(found)
-        if identity is not None:
-            objects.append(_Object(location=location, identity=identity,
-                                   describe=manifest.describe(), intent_id=manifest.intent_id,
-                                   has_annotations=isinstance(
-                                       manifest.metadata.get("annotations"), Mapping)))
+        problems: list[bundle.ShapeError] = []
+        try:
+            manifests = bundle.list_items(doc, location=location, problems=problems)
+        except bundle.ShapeError as exc:  # the document itself
+            problems, manifests = [exc], []
+        findings.extend(schemas.Finding(
+            location=problem.location, path="$", rule="manifest", message=problem.problem,
+            keys=problem.location.item_keys) for problem in problems)
+        for manifest in manifests:
+            found, identity = _check_manifest(manifest, catalog=_context.catalogs[job.site])
+            findings.extend(_in_document(f) for f in found)
+            if identity is not None:
+                objects.append(_Object(location=manifest.location, identity=identity,
+                                       describe=manifest.describe(),
+                                       intent_id=manifest.intent_id,
+                                       has_annotations=isinstance(
+                                           manifest.metadata.get("annotations"), Mapping)))
     return _FileResult(path=file, site=job.site, documents=len(docs),
                        findings=tuple(positions.place(findings, data=data)),
-                       objects=tuple(objects))
+                       objects=tuple(objects), size=len(data))
+
+
+def _in_document(finding: schemas.Finding) -> schemas.Finding:
+    """A finding's keys from its document's root, to find its line: a List's object is at
+    `items[i]` of its document. (Its JSON path stays the object's own.)"""
+    if not finding.location.items:
+        return finding
+    return dataclasses.replace(finding, keys=(*finding.location.item_keys, *finding.keys))
+
+
+def _site_sizes(results: Sequence[_FileResult], *,
+                limits: bundle.Limits) -> list[schemas.Finding]:
+    """A finding for each site whose files (crds/ included, as sync reads them) hold more
+    than the limit per site."""
+    shared = sum(r.size for r in results if r.site is None)
+    by_site: dict[str, int] = collections.defaultdict(int)
+    for result in results:
+        if result.site is not None:
+            by_site[result.site] += result.size
+    found = []
+    for site, size in sorted(by_site.items()):
+        total = size + shared
+        if total > limits.max_site_bytes:
+            found.append(_file_finding(
+                f"{contract.site_dir(site)}/", rule="limit",
+                message=f"site {site}'s files (with {contract.CRDS_DIR}/) hold {total} bytes, "
+                        f"over the limit of {bundle.describe_size(limits.max_site_bytes)} per "
+                        "site; raise it with "
+                        f"{bundle.SITE_SIZE_FLAG}"))
+    return found
 
 
 def _check_intent(job: _Job, *, data: bytes,
@@ -391,7 +434,8 @@ def _cross_file(results: Sequence[_FileResult], *, strict: bool) -> list[schemas
             if earlier is not obj:
                 scope = f"site {site}" if site else contract.CRDS_DIR.as_posix() + "/"
                 found.append(schemas.Finding(
-                    location=obj.location, path="$.metadata.name", keys=("metadata", "name"),
+                    location=obj.location, path="$.metadata.name",
+                    keys=(*obj.location.item_keys, "metadata", "name"),
                     rule="duplicate", object=obj.describe,
                     message=f"{obj.describe} is defined twice in {scope}: first at "
                             f"{earlier.location}"))
@@ -410,8 +454,9 @@ def _cross_file(results: Sequence[_FileResult], *, strict: bool) -> list[schemas
                 message = (f"carries intent {obj.intent_id!r}, not {intent_id!r} of site "
                            f"{site}: the site would drop it")
             found.append(schemas.Finding(
-                location=obj.location, path=schemas.json_path(keys), keys=keys,
-                rule="intent-mismatch", object=obj.describe, message=message,
+                location=obj.location, path=schemas.json_path(keys),
+                keys=(*obj.location.item_keys, *keys), rule="intent-mismatch",
+                object=obj.describe, message=message,
                 severity=Severity.ERROR if strict else Severity.WARNING))
     return _place_all(found)
 

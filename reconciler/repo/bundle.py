@@ -1,9 +1,11 @@
 """Read one site's intent and manifests at a revision, safely. Called by reconcile.sync_once().
 
-YAML is parsed with ruamel.yaml's safe loader. Limits bound what a hostile or broken
-commit can cost: file size, files per site, documents per file, and nodes per document
-(which also stops alias "billion laughs" expansion). Every error names the file, the
-line where YAML gives one, and the rule that was broken.
+YAML is parsed with ruamel.yaml's safe loader, its plain scalars typed as kubectl types
+them (`_kubectl_table`), and a `kind: List` is read as its items (`list_items`), as kubectl
+reads one. Limits bound what a hostile or broken commit can cost: file size, bytes per site,
+files per folder, documents per file, and nodes per document (which also stops alias
+"billion laughs" expansion). Every error names the file, the line where YAML gives one,
+and the rule that was broken; a limit's, the flag that raises it.
 """
 
 from __future__ import annotations
@@ -32,14 +34,92 @@ _NOT_CONTENT = re.compile(rb"^(?:[ \t]*(?:#.*)?\r?$|%)")  # blank, comment, or d
 DEFAULT_HEALTH_TIMEOUT = 600.0
 
 
+MiB = 1024 * 1024
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """How much one revision of one site may hold."""
+    """How much one revision of one site may hold.
 
-    max_file_bytes: int = 1024 * 1024
+    The byte limits are flags (`--max-file-size`, `--max-site-size`) of every command that
+    reads a site. A file's default fits Argo CD's install.yaml (1.9 MB, its ApplicationSet
+    CRD alone 1.4 MB) four times over; a site's counts its intent, its manifests and crds/.
+    """
+
+    max_file_bytes: int = 8 * MiB
+    max_site_bytes: int = 64 * MiB
     max_files: int = 5000
     max_documents: int = 1000  # per file
     max_nodes: int = 100_000  # per document, counted with aliases expanded
+
+
+FILE_SIZE_FLAG = "--max-file-size"
+SITE_SIZE_FLAG = "--max-site-size"
+_SIZE = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_SIZE_UNITS = {None: 1, "k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+               "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size written as Kubernetes writes a quantity: `8Mi`, `512Ki`, `1G`, or a
+    plain number of bytes. Raises ValueError naming the text."""
+    match = _SIZE.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"invalid size {text!r}: use a positive number of bytes, or one with "
+                         "a unit as Kubernetes writes them (512Ki, 8Mi, 1Gi, 1G)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def format_size(size: int) -> str:
+    """`size` bytes as the largest binary unit that divides it: 8388608 -> `8Mi`."""
+    for unit in ("Ti", "Gi", "Mi", "Ki"):
+        if size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+class SiteBudget:
+    """The bytes one site's reads may still take (Limits.max_site_bytes): counts every file
+    read through `read`, and refuses the file that goes over, naming the site."""
+
+    def __init__(self, *, site: str, limits: Limits) -> None:
+        self.site = site
+        self.limits = limits
+        self.used = 0
+
+    def read(self, tree: trees.Tree, path: PurePosixPath) -> bytes:
+        data = read_file(tree, path, limits=self.limits)
+        self.used += len(data)
+        if self.used > self.limits.max_site_bytes:
+            raise errors.BundleError(
+                f"site {self.site}: its files hold {self.used} bytes or more (at {path}), "
+                f"over the limit of {describe_size(self.limits.max_site_bytes)} per site; "
+                f"raise it with {SITE_SIZE_FLAG}")
+        return data
+
+
+def read_file(tree: trees.Tree, path: PurePosixPath, *, limits: Limits) -> bytes:
+    """`path`'s bytes, refusing a file over Limits.max_file_bytes with the flag to raise it."""
+    try:
+        return tree.read(path, max_bytes=limits.max_file_bytes)
+    except errors.BundleError as exc:
+        # The tree names the file, its size and the limit; only the flag is added here. Its
+        # other errors (not a file, a symlink) say nothing of a limit, and pass unchanged.
+        if f"over the limit of {limits.max_file_bytes} bytes" not in str(exc):
+            raise
+        raise errors.BundleError(
+            f"{exc}{_unit(limits.max_file_bytes)}; raise it with {FILE_SIZE_FLAG}") from exc
+
+
+def _unit(size: int) -> str:
+    """` (8Mi)` after a size in bytes, when a unit says it shorter; else ''."""
+    short = format_size(size)
+    return f" ({short})" if short != str(size) else ""
+
+
+def describe_size(size: int) -> str:
+    """`8388608 bytes (8Mi)`, or `8000 bytes`: how a message states a limit."""
+    return f"{size} bytes{_unit(size)}"
 
 
 def load(*, tree: trees.Tree, site: str, limits: Limits = Limits()) -> documents.Bundle:
@@ -51,9 +131,10 @@ def load(*, tree: trees.Tree, site: str, limits: Limits = Limits()) -> documents
     check_site_name(site)
     if not tree.is_dir(contract.site_dir(site)):
         raise missing_site(tree, site, where="the repository")
-    intent = _load_intent(tree=tree, site=site, limits=limits)
-    manifests = _load_folder(tree=tree, folder=contract.manifests_dir(site), limits=limits)
-    crds = _load_folder(tree=tree, folder=contract.CRDS_DIR, limits=limits)
+    budget = SiteBudget(site=site, limits=limits)
+    intent = _load_intent(tree=tree, site=site, budget=budget)
+    manifests = _load_folder(tree=tree, folder=contract.manifests_dir(site), budget=budget)
+    crds = _load_folder(tree=tree, folder=contract.CRDS_DIR, budget=budget)
     return documents.Bundle(site=site, intent=intent, manifests=manifests, crds=crds)
 
 
@@ -82,14 +163,13 @@ def missing_site(tree: trees.Tree, site: str, *, where: str,
     return kind(f"{contract.site_dir(site)}/: no such site in {where} (sites: {known})")
 
 
-def _load_intent(*, tree: trees.Tree, site: str, limits: Limits) -> documents.Intent:
+def _load_intent(*, tree: trees.Tree, site: str, budget: SiteBudget) -> documents.Intent:
     path = contract.intent_path(site)
     if not tree.exists(path):
         raise errors.BundleError(
             f"{path}: missing; every site needs an intent file (kind {contract.INTENT_KIND})"
         )
-    docs = parse_documents(tree.read(path, max_bytes=limits.max_file_bytes), file=str(path),
-                                limits=limits)
+    docs = parse_documents(budget.read(tree, path), file=str(path), limits=budget.limits)
     if len(docs) != 1:
         raise errors.BundleError(
             f"{path}: expected exactly one YAML document, found {len(docs)}"
@@ -115,8 +195,9 @@ def _load_intent(*, tree: trees.Tree, site: str, limits: Limits) -> documents.In
 
 
 def _load_folder(
-    *, tree: trees.Tree, folder: PurePosixPath, limits: Limits
+    *, tree: trees.Tree, folder: PurePosixPath, budget: SiteBudget
 ) -> tuple[documents.Manifest, ...]:
+    limits = budget.limits
     files = [p for p in tree.files(folder) if p.suffix in contract.MANIFEST_SUFFIXES]
     if len(files) > limits.max_files:
         raise errors.BundleError(
@@ -124,15 +205,66 @@ def _load_folder(
         )
     manifests: list[documents.Manifest] = []
     for path in files:
-        data = tree.read(path, max_bytes=limits.max_file_bytes)
+        data = budget.read(tree, path)
         for location, doc in parse_documents(data, file=str(path), limits=limits):
-            if not isinstance(doc, Mapping):
-                raise errors.BundleError(
-                    f"{location}: a manifest must be a mapping (an object), "
-                    f"not {type(doc).__name__}"
-                )
-            manifests.append(documents.Manifest(location=location, body=doc))
+            manifests.extend(list_items(doc, location=location))
     return tuple(manifests)
+
+
+def is_list(doc: Any) -> bool:
+    """A `kind: List` (or `<Kind>List`) document with `items`, as kubectl reads one: its
+    items are the objects, not the List (cli-runtime's FlattenListVisitor)."""
+    return (isinstance(doc, Mapping) and isinstance(doc.get("kind"), str)
+            and doc["kind"].endswith("List") and "items" in doc)
+
+
+class ShapeError(errors.BundleError):
+    """A document, or a List's item, that is no object: `location` says which, `problem`
+    what is wrong (validate reports it as a finding)."""
+
+    def __init__(self, problem: str, *, location: documents.Location) -> None:
+        super().__init__(f"{location}: {problem}")
+        self.location = location
+        self.problem = problem
+
+
+def list_items(doc: Any, *, location: documents.Location,
+               problems: list[ShapeError] | None = None) -> list[documents.Manifest]:
+    """The manifests one document holds: itself, or each object of a List, each located by
+    its index in `items`. Nested Lists are flattened, as kubectl flattens them.
+
+    Raises ShapeError for a document or List item that is not a mapping with apiVersion and
+    kind, naming the file, the document and the item; with `problems` (validate's way), a
+    broken item is added there instead and the other items are still returned.
+    """
+    if not isinstance(doc, Mapping):
+        raise ShapeError(f"a manifest must be a mapping (an object), not {type(doc).__name__}",
+                         location=location)
+    if not is_list(doc):
+        return [documents.Manifest(location=location, body=doc)]
+    items = doc["items"]
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ShapeError(f"{doc['kind']}'s items must be a list of objects, not "
+                         f"{type(items).__name__}", location=location)
+    found: list[documents.Manifest] = []
+    for index, item in enumerate(items):
+        where = location.item(index)
+        problem = None
+        if not isinstance(item, Mapping):
+            problem = ShapeError(f"an item of a {doc['kind']} must be a mapping (an object), "
+                                 f"not {type(item).__name__}", location=where)
+        elif missing := [key for key in ("apiVersion", "kind") if not item.get(key)]:
+            problem = ShapeError(f"an item of a {doc['kind']} needs {' and '.join(missing)}, "
+                                 "as every object does", location=where)
+        if problem is None:
+            found.extend(list_items(item, location=where, problems=problems))
+        elif problems is None:
+            raise problem
+        else:
+            problems.append(problem)
+    return found
 
 
 def parse_documents(
@@ -189,23 +321,48 @@ def yaml_problem(exc: yaml_error.MarkedYAMLError) -> str:
     return problem
 
 
+# Plain scalars are read as kubectl reads them. kubectl turns YAML into JSON with
+# sigs.k8s.io/yaml, which decodes with go-yaml v2 (YAML 1.1 rules) into interface{}:
+# * `y`, `yes`, `on`, `n`, `no`, `off` (any of their three spellings) are booleans;
+# * `0755` is octal (Go's strconv base 0): 493, as a Pod's `defaultMode: 0644` means;
+# * `2024-01-02` stays a string (go-yaml v2 keeps timestamps as text in interface{});
+# * `=` is a string: go-yaml has no YAML 1.1 "value" type (AlertmanagerConfig's CRD has a
+#   plain `- =`), nor does it give `!`, `&` or `*` alone a type;
+# * `1:20` is a string (no sexagesimal numbers), as YAML 1.2 has it.
+# Everything else (null, `0x1F`, `0o17`, floats, `.inf`, `<<`) is where YAML 1.2 and go-yaml agree.
+_KUBECTL_DROPPED = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:value",
+                    "tag:yaml.org,2002:yaml", "tag:yaml.org,2002:timestamp"}
+_BOOL = "tag:yaml.org,2002:bool"
+
+
+def _kubectl_table() -> dict[Any, tuple[tuple[str, Any], ...]]:
+    """The implicit-tag rules by first character: ruamel's YAML 1.2 rules, with YAML 1.1's
+    booleans and without the types go-yaml does not have (see above)."""
+    table: dict[Any, list[tuple[str, Any]]] = {}
+    for versions, tag, regexp, first in resolver.implicit_resolvers:
+        wanted = (1, 1) in versions if tag == _BOOL else (
+            (1, 2) in versions and tag not in _KUBECTL_DROPPED)
+        if wanted:
+            for char in first:
+                table.setdefault(char, []).append((tag, regexp))
+    anywhere = tuple(table.pop(None, ()))  # rules for any first character (none today)
+    return {char: (*rules, *anywhere) for char, rules in table.items()} | {None: anywhere}
+
+
+_KUBECTL_TABLE = _kubectl_table()
+
+
 class _Resolver(resolver.VersionedResolver):
-    """ruamel's YAML 1.2 resolver, with its rule table looked up once per load.
+    """Plain scalars typed as kubectl types them (`_kubectl_table`), whatever `%YAML` says.
 
-    The stock resolver finds its table again for every scalar, about a third of the load
-    time of a manifest. The table depends only on the document's `%YAML` version, which
-    the C parser does not report, so one lookup per loader gives the same tags.
+    The stock resolver also finds its table again for every scalar, about a third of the
+    load time of a manifest; this one reads the one table, built once.
     """
-
-    _table: dict[Any, Any] | None = None
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if kind is nodes.ScalarNode and implicit[0] and not self.yaml_path_resolvers:
-            if self._table is None:
-                self._table = self.versioned_resolver
-            table = self._table
-            for tag, regexp in (*table.get(value[0] if value else "", ()),
-                                *table.get(None, ())):
+            rules = _KUBECTL_TABLE.get(value[0] if value else "", _KUBECTL_TABLE[None])
+            for tag, regexp in rules:
                 if regexp.match(value):
                     return _tag(tag)
             return self.DEFAULT_SCALAR_TAG
@@ -220,7 +377,22 @@ class _NotPlain(Exception):
     """A document the plain builder leaves to ruamel's own constructor."""
 
 
-class _Constructor(constructor.SafeConstructor):
+class _SafeConstructor(constructor.SafeConstructor):
+    """ruamel's safe constructor, with integers as kubectl reads them: `0755` is octal."""
+
+    def construct_yaml_int(self, node: Any) -> int:
+        digits = str(node.value).replace("_", "")
+        unsigned = digits.lstrip("+-")
+        if len(unsigned) > 1 and unsigned[0] == "0" and unsigned.isdigit() \
+                and set(unsigned) <= set("01234567"):
+            return (-1 if digits[0] == "-" else 1) * int(unsigned, 8)
+        return super().construct_yaml_int(node)
+
+
+_SafeConstructor.add_constructor("tag:yaml.org,2002:int", _SafeConstructor.construct_yaml_int)
+
+
+class _Constructor(_SafeConstructor):
     """ruamel's safe constructor, with a direct builder for plain documents.
 
     A manifest is mappings, sequences and scalars with the standard tags. For those the
@@ -287,8 +459,7 @@ def safe_loader(*, plain: bool = False) -> ruamel_yaml.YAML:
     if loader is None:
         loader = ruamel_yaml.YAML(typ="safe")
         loader.Resolver = _Resolver
-        if plain:
-            loader.Constructor = _Constructor
+        loader.Constructor = _Constructor if plain else _SafeConstructor
         setattr(_loaders, name, loader)
     return loader
 

@@ -24,22 +24,43 @@ def position(file: str, line: int | None = None, column: int | None = None) -> s
 
 @dataclasses.dataclass(frozen=True)
 class Location:
-    """Where a document came from: file, 0-based document index, 1-based line."""
+    """Where a document came from: file, 0-based document index, 1-based line; and for an
+    object of a `kind: List`, its index in `items` (one index per List it is nested in)."""
 
     file: str
     document: int
-    line: int | None = None
+    line: int | None = None  # of the document: a List's items share their List's line
+    items: tuple[int, ...] = ()
 
     @property
     def position(self) -> str:
         """`file:line` of the document's start (`file` when the line is unknown)."""
         return position(self.file, self.line)
 
+    @property
+    def item_path(self) -> str:
+        """`items[2]` (`items[0].items[1]` when nested) for a List's object; else ''."""
+        return ".".join(f"items[{index}]" for index in self.items)
+
+    @property
+    def item_keys(self) -> tuple[str | int, ...]:
+        """The keys from the document's root to this object: ('items', 2) for a List's."""
+        return tuple(key for index in self.items for key in ("items", index))
+
+    def item(self, index: int) -> Location:
+        """The location of item `index` of the List at this location."""
+        return dataclasses.replace(self, items=(*self.items, index))
+
     def __str__(self) -> str:
-        return f"{self.position} (document {self.document + 1})"
+        item = f", {self.item_path}" if self.items else ""
+        return f"{self.position} (document {self.document + 1}{item})"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "document": self.document, "line": self.line}
+        found: dict[str, Any] = {"file": self.file, "document": self.document,
+                                 "line": self.line}
+        if self.items:  # only for a List's objects: other records keep their three keys
+            found["items"] = list(self.items)
+        return found
 
 
 @dataclasses.dataclass(frozen=True)

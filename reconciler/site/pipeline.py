@@ -44,6 +44,7 @@ class Options:
     branch: str = contract.DEFAULT_BRANCH
     cache_dir: Path = contract.DEFAULT_CACHE_DIR
     allow_history_rewrite: bool = False
+    limits: bundle.Limits = dataclasses.field(default_factory=bundle.Limits)  # --max-*-size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +145,8 @@ def evaluate(
 
         # Read the site's intent and manifests at that commit; stop on anything malformed.
         stage = "bundle"
-        site_bundle = bundle.load(tree=trees.GitTree(repo.commit(commit)), site=options.site)
+        site_bundle = bundle.load(tree=trees.GitTree(repo.commit(commit)), site=options.site,
+                                  limits=options.limits)
         stage = "validate"
         findings = schemas.check_manifests([*site_bundle.crds, *site_bundle.manifests])
         if findings:

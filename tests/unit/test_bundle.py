@@ -393,13 +393,15 @@ def test_crd_that_is_not_a_mapping_is_refused(make_tree: MakeTree) -> None:
 
 
 def test_manifest_over_the_file_size_limit_is_refused(make_tree: MakeTree) -> None:
-    """A manifest file larger than max_file_bytes is refused, naming it and the limit."""
+    """A manifest file larger than max_file_bytes is refused, naming it, its size, the limit
+    and the flag that raises it."""
     intent_size = len(intent().encode())
     big = DEEP + "# " + "x" * 500 + "\n"
     tree = make_tree(site_files() | {"sites/edge-a/manifests/big.yaml": big})
     with pytest.raises(errors.BundleError,
                        match=rf"^sites/edge-a/manifests/big\.yaml: file is {len(big)} bytes, "
-                             rf"over the limit of {intent_size} bytes$"):
+                             rf"over the limit of {intent_size} bytes; raise it with "
+                             r"--max-file-size$"):
         load(tree, max_file_bytes=intent_size)
 
 
@@ -751,25 +753,22 @@ def _typed(value: object) -> object:
 
 @pytest.mark.parametrize("case", sorted(PLAIN_CASES))
 def test_plain_builder_builds_what_ruamel_builds(case: str) -> None:
-    """The direct builder for plain documents gives exactly ruamel's values and types."""
-    from ruamel.yaml import YAML
-
+    """The direct builder for plain documents gives exactly the values and types of ruamel's
+    own constructor, read with the same (kubectl's) scalar rules."""
     data = PLAIN_CASES[case]
-    stock = list(YAML(typ="safe").load_all(data))
+    stock = list(bundle.safe_loader().load_all(data))
     ours = list(bundle.safe_loader(plain=True).load_all(data))
     assert _typed(ours) == _typed(stock)
 
 
 def test_plain_builder_agrees_on_every_sample_manifest() -> None:
     """Every file of the sample repository reads the same with and without the builder."""
-    from ruamel.yaml import YAML
-
     files = sorted(contract.sample_repo_dir().rglob("*.yaml"))
     assert len(files) >= 10
     for path in files:
         data = path.read_bytes()
         assert _typed(list(bundle.safe_loader(plain=True).load_all(data))) == _typed(
-            list(YAML(typ="safe").load_all(data))), path
+            list(bundle.safe_loader().load_all(data))), path
 
 
 def test_plain_builder_leaves_duplicate_keys_to_ruamels_error() -> None:

@@ -187,14 +187,17 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
 
 
 def test_file_over_the_size_limit_is_a_limit_error(tmp_path: Path) -> None:
-    """A file larger than the per-file limit is a `limit` error naming its size."""
+    """A file larger than the per-file limit (8Mi by default) is a `limit` error naming its
+    size, the limit and the flag that raises it."""
     root = make_repo(tmp_path)
     size = bundle.Limits().max_file_bytes + 1
+    assert size == 8 * 1024 * 1024 + 1
     rel = manifest(root, "big.yaml", b"#" * size)
     finding = only(check(root))
     assert where(finding) == (rel, None, None, "", "$", "limit", "error")
     assert finding.message == (f"file is {size} bytes, over the limit of "
-                               f"{bundle.Limits().max_file_bytes} bytes")
+                               f"{bundle.Limits().max_file_bytes} bytes (8Mi); raise it with "
+                               "--max-file-size")
 
 
 def test_file_with_too_many_documents_is_a_limit_error(tmp_path: Path) -> None:
@@ -213,27 +216,23 @@ class _TwoFiles(bundle.Limits):
     max_files: int = 2
 
 
-def test_site_with_more_manifest_files_than_the_limit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_site_with_more_manifest_files_than_the_limit(tmp_path: Path) -> None:
     """A site with more manifest files than the per-site limit gets a `limit` error."""
-    monkeypatch.setattr(bundle, "Limits", _TwoFiles)
     root = make_repo(tmp_path, crds=False)
     for name in ("a", "b", "c"):
         manifest(root, f"{name}.yaml", CONFIGMAP.format(name=name, namespace="ran"))
-    limits = [where(f) for f in check(root).findings if f.rule == "limit"]
+    limits = [where(f) for f in check(root, limits=_TwoFiles()).findings if f.rule == "limit"]
     assert limits == [(f"sites/{SITE}/manifests/", None, None, "", "$", "limit", "error")]
 
 
-def test_site_at_exactly_the_file_limit_passes_as_sync_reads_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_site_at_exactly_the_file_limit_passes_as_sync_reads_it(tmp_path: Path) -> None:
     """A site with exactly the limit of manifest files, which sync loads, has no `limit`."""
-    monkeypatch.setattr(bundle, "Limits", _TwoFiles)
     root = make_repo(tmp_path, crds=False)
     for name in ("a", "b"):
         manifest(root, f"{name}.yaml", CONFIGMAP.format(name=name, namespace="ran"))
     loaded = bundle.load(tree=trees.DirTree(root), site=SITE, limits=_TwoFiles())
     assert len(loaded.manifests) == 2  # what a site reads
-    assert [f for f in check(root).findings if f.rule == "limit"] == []
+    assert [f for f in check(root, limits=_TwoFiles()).findings if f.rule == "limit"] == []
 
 
 # --- the intent ----------------------------------------------------------------------------
