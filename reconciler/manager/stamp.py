@@ -139,7 +139,7 @@ def _is_merge(key: _Node) -> bool:
 def _parse(text: str, *, file: str) -> list[_Document]:
     """The documents of `text`: node trees with offsets, and the data the sites would read."""
     try:
-        data = list(ruamel_yaml.YAML(typ="safe").load_all(text))
+        data = list(bundle.safe_loader().load_all(text))  # as the sites read it
         roots = _build(ruamel_yaml.YAML(typ="rt").parse(text))
     except yaml_error.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -495,8 +495,11 @@ def _apply(text: str, edits: Sequence[_Edit]) -> str:
     return text
 
 
-def _set_in(data: Any, path: Sequence[str], value: Any) -> None:
+def _set_in(data: Any, path: Sequence[str | int], value: Any) -> None:
     for key in path[:-1]:
+        if isinstance(key, int):  # an item of a List
+            data = data[key]
+            continue
         if data.get(key) is None:
             data[key] = {}
         data = data[key]
@@ -504,11 +507,11 @@ def _set_in(data: Any, path: Sequence[str], value: Any) -> None:
 
 
 def _verify(*, file: str, before: Sequence[_Document], after_text: str,
-            changes: Mapping[int, Sequence[tuple[Sequence[str], Any]]],
+            changes: Mapping[int, Sequence[tuple[Sequence[str | int], Any]]],
             describe: Mapping[int, str], what: str) -> None:
     """The edited text must read as the original data with only `changes` made."""
     try:
-        after = list(ruamel_yaml.YAML(typ="safe").load_all(after_text))
+        after = list(bundle.safe_loader().load_all(after_text))
     except (yaml_error.YAMLError, TypeError) as exc:
         raise StampError(f"{file}: the edit would make the file unreadable ({exc}); the "
                          f"layout is unusual: stamp this file by hand") from exc
@@ -542,6 +545,7 @@ def stamp_file(data: bytes, *, file: str, intent_id: str) -> StampResult:
     edits: list[_Edit] = []
     stamps: list[DocumentStamp] = []
     describe: dict[int, str] = {}
+    changes: dict[int, list[tuple[Sequence[str | int], Any]]] = {}
     for document in documents:
         if document.data is None:
             continue  # an empty document: nothing to stamp
@@ -550,37 +554,66 @@ def stamp_file(data: bytes, *, file: str, intent_id: str) -> StampResult:
                 or document.root.kind != "map":
             raise StampError(f"{where}: a manifest must be a mapping (an object), not "
                              f"{type(document.data).__name__}")
-        obj = describe[document.index] = _describe(document.data)
-        if not isinstance(document.data.get("metadata"), Mapping):
-            raise StampError(f"{where} {obj}: has no metadata mapping; every manifest needs "
-                             f"metadata.name (and gets metadata.annotations)")
-        annotations = document.data["metadata"].get("annotations")
-        previous = annotations.get(path[-1]) if isinstance(annotations, Mapping) else None
-        try:
-            _shared(document.root, "the document")
-            metadata = document.root.get("metadata")
-            if metadata is None:
-                raise _Refused("metadata comes from a merge key (<<): write it out in full")
-            _shared(metadata[1], "metadata")
-            edit = _plan_set(text, mapping=document.root, owner=None, owner_indent=0,
-                             path=path, value=intent_id, first=True, after=None, names=[])
-        except _Refused as exc:
-            raise StampError(f"{_where(file, document, exc.line)} {obj}: {exc}") from exc
-        if edit is None:
-            stamps.append(DocumentStamp(document.index, document.root.line + 1, obj,
-                                        Action.UNCHANGED, intent_id))
-            continue
-        edits.append(edit)
-        stamps.append(DocumentStamp(
-            document.index, document.root.line + 1, obj, edit.action,
-            None if previous is None else str(previous)))
+        describe[document.index] = _describe(document.data)
+        for prefix, body, node in _objects(document, file=file):
+            obj = _describe(body)
+            if not isinstance(body.get("metadata"), Mapping):
+                raise StampError(f"{_where(file, document, node.line + 1)} {obj}: has no "
+                                 "metadata mapping; every manifest needs metadata.name (and "
+                                 "gets metadata.annotations)")
+            annotations = body["metadata"].get("annotations")
+            previous = annotations.get(path[-1]) if isinstance(annotations, Mapping) else None
+            try:
+                _shared(node, "the document" if not prefix else "the item")
+                metadata = node.get("metadata")
+                if metadata is None:
+                    raise _Refused("metadata comes from a merge key (<<): write it out in full")
+                _shared(metadata[1], "metadata")
+                edit = _plan_set(text, mapping=node, owner=None, owner_indent=node.column,
+                                 path=path, value=intent_id, first=True, after=None, names=[])
+            except _Refused as exc:
+                raise StampError(f"{_where(file, document, exc.line)} {obj}: {exc}") from exc
+            if edit is None:
+                stamps.append(DocumentStamp(document.index, node.line + 1, obj,
+                                            Action.UNCHANGED, intent_id))
+                continue
+            edits.append(edit)
+            changes.setdefault(document.index, []).append(((*prefix, *path), intent_id))
+            stamps.append(DocumentStamp(
+                document.index, node.line + 1, obj, edit.action,
+                None if previous is None else str(previous)))
     if not edits:
         return StampResult(data=data, documents=tuple(stamps))
     new_text = _apply(text, edits)
-    changes = {s.document: [(path, intent_id)] for s in stamps if s.changed}
     _verify(file=file, before=documents, after_text=new_text, changes=changes,
             describe=describe, what=".".join(path))
     return StampResult(data=(bom + new_text).encode("utf-8"), documents=tuple(stamps))
+
+
+def _objects(document: _Document, *,
+             file: str) -> list[tuple[tuple[int | str, ...], Mapping[str, Any], _Node]]:
+    """The objects one document holds, as sync reads them (bundle.list_items): the
+    document itself, or each item of a `kind: List`, with the path to it, its data and its
+    node. A List inside a List is refused: stamp such a file by hand."""
+    assert document.root is not None
+    if not bundle.is_list(document.data):
+        return [((), document.data, document.root)]
+    pair = document.root.get("items")
+    items = document.data["items"] or []
+    if pair is None or pair[1].kind != "seq" or len(pair[1].items) != len(items):
+        raise StampError(f"{_where(file, document)} {_describe(document.data)}: its items "
+                         "come from an alias or a merge key: stamp this file by hand")
+    found: list[tuple[tuple[int | str, ...], Mapping[str, Any], _Node]] = []
+    for index, (item, node) in enumerate(zip(items, pair[1].items, strict=True)):
+        where = _where(file, document, node.line + 1)
+        if not isinstance(item, Mapping) or node.kind != "map":
+            raise StampError(f"{where}: item {index} of the List must be a mapping (an "
+                             f"object), not {type(item).__name__}")
+        if bundle.is_list(item):
+            raise StampError(f"{where}: item {index} is a List inside a List: stamp this "
+                             "file by hand")
+        found.append((("items", index), item, node))
+    return found
 
 
 def set_values(data: bytes, *, file: str,

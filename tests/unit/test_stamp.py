@@ -387,3 +387,65 @@ def test_render_quotes_only_when_needed() -> None:
     assert stamp.render("it's", style="'") == "'it''s'"
     assert stamp.render("x", style='"') == '"x"'
     assert stamp.render(7) == "7"
+
+
+# --- what sync reads: kind List, YAML 1.1 scalars ---------------------------------------
+
+# From the Kubernetes documentation's ResourceQuota page (concepts/policy/resource-quotas),
+# as a List of two quotas; the annotations are ours.
+QUOTA_LIST = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ResourceQuota
+  metadata:
+    name: pods-high
+    namespace: ran
+  spec:
+    hard:
+      pods: "10"
+- apiVersion: v1
+  kind: ResourceQuota
+  metadata:
+    name: pods-medium  # keep this comment
+    namespace: ran
+    annotations:
+      reconciler.dev/intent-id: old
+  spec:
+    hard:
+      pods: "10"
+"""
+
+
+def test_each_item_of_a_list_is_stamped_and_nothing_else_changes() -> None:
+    """A `kind: List` gets the id on every item (what sync fences), not on the List, and
+    every other byte stays."""
+    result = stamp.stamp_file(QUOTA_LIST.encode(), file="q.yaml", intent_id=NEW)
+    removed, added = changed_lines(QUOTA_LIST.encode(), result.data)
+    assert removed == ["      reconciler.dev/intent-id: old\n"]
+    assert added == ["    annotations:\n", f"      reconciler.dev/intent-id: {NEW}\n",
+                     f"      reconciler.dev/intent-id: {NEW}\n"]
+    (doc,) = load_all(result.data)
+    assert [i["metadata"]["annotations"][KEY] for i in doc["items"]] == [NEW, NEW]
+    assert "annotations" not in doc.get("metadata", {})
+    assert [(s.object, s.line, s.action) for s in result.documents] == [
+        ("ResourceQuota/ran/pods-high", 4, stamp.Action.CREATED),
+        ("ResourceQuota/ran/pods-medium", 12, stamp.Action.REPLACED)]
+
+
+def test_a_list_inside_a_list_is_refused() -> None:
+    """A List nested in a List is refused with where it is, not stamped half-way."""
+    text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: List\n  items: []\n"
+    message = refused(text)
+    assert "m.yaml:4" in message and "item 0 is a List inside a List" in message
+
+
+def test_a_plain_equals_sign_reads_as_sync_reads_it() -> None:
+    """A plain `=` (YAML 1.1's value tag, as in prometheus-operator's AlertmanagerConfig
+    CRD) is a string to the sites, so the file is stamped, not refused as invalid YAML."""
+    text = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ops\ndata:\n"
+            "  ops: [=, '!=']\n")
+    result = stamp.stamp_file(text.encode(), file="m.yaml", intent_id=NEW)
+    assert changed_lines(text.encode(), result.data) == (
+        [], ["  annotations:\n", f"    {KEY}: {NEW}\n"])
