@@ -135,7 +135,8 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
                                          decision=decision, current=current)
     else:
         objects, prunes, notes = _offline(repo=repo, site_bundle=site_bundle,
-                                          decision=decision, current=current)
+                                          decision=decision, current=current,
+                                          limits=options.limits)
     return dataclasses.replace(planned, objects=tuple(objects), prunes=tuple(prunes),
                                notes=tuple(notes))
 
@@ -235,10 +236,11 @@ def _preview(*, target: cluster.Cluster, site: str, crds: Sequence[documents.Man
 
 
 def _offline(*, repo: source.Source, site_bundle: documents.Bundle, decision: fence.Decision,
-             current: state.SiteState) -> tuple[list[ObjectPlan], list[PrunePlan], list[str]]:
+             current: state.SiteState,
+             limits: bundle.Limits) -> tuple[list[ObjectPlan], list[PrunePlan], list[str]]:
     site = site_bundle.site
     recorded = {entry.id for entry in current.inventory}
-    before, note = _last_rolled_out(repo=repo, current=current)
+    before, note = _last_rolled_out(repo=repo, current=current, limits=limits)
     notes = [note] if note else []
     scope = _Scope(site_bundle, current.inventory)
     objects = []
@@ -275,8 +277,8 @@ def _stale(current: state.SiteState, *, objects: Sequence[ObjectPlan], held: fro
     return inventory.stale(current.inventory, applied=applied, held=held)
 
 
-def _last_rolled_out(*, repo: source.Source,
-                     current: state.SiteState) -> tuple[dict[str, Any] | None, str]:
+def _last_rolled_out(*, repo: source.Source, current: state.SiteState,
+                     limits: bundle.Limits) -> tuple[dict[str, Any] | None, str]:
     """The site's objects as its last rollout applied them, by inventory id, for the
     offline comparison; None (and why) when that commit cannot be read here."""
     record = current.rollout
@@ -288,7 +290,7 @@ def _last_rolled_out(*, repo: source.Source,
         return None, (f"the commit the site last rolled out ({record.commit[:12]}) is not in "
                       "this repository; objects it holds are shown as configured")
     try:
-        last = bundle.load(tree=trees.GitTree(commit), site=current.site)
+        last = bundle.load(tree=trees.GitTree(commit), site=current.site, limits=limits)
     except errors.ReconcilerError as exc:
         return None, (f"the site's files at the commit it last rolled out "
                       f"({record.commit[:12]}) cannot be read ({exc}); objects it holds are "
