@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import functools
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ from ruamel import yaml as ruamel_yaml
 from ruamel.yaml import error as yaml_error
 
 from reconciler import contract, errors
-from reconciler.manager import stamp
+from reconciler.manager import stamp, validate
 from reconciler.repo import bundle, documents, schemas, source
 from reconciler.repo import tree as trees
 
@@ -228,13 +229,30 @@ def publish(*, options: Options,
     unchanged = 0
     budget = bundle.SiteBudget(site=site, limits=options.limits)
     work_tree = trees.DirTree(root)
+    unstampable: dict[str, str] = {}  # file -> why it cannot be stamped
     for path in _manifest_files(repo, root=root, site=site):
         data = budget.read(work_tree, PurePosixPath(path))
-        result = stamp.stamp_file(data, file=path, intent_id=intent_id)
+        try:
+            result = stamp.stamp_file(data, file=path, intent_id=intent_id)
+        except stamp.StampError as exc:
+            unstampable[path] = str(exc)
+            continue
         unchanged += sum(1 for d in result.documents if not d.changed)
         if result.changed:
             changes.append(FileChange(path=path, before=data, after=result.data,
                                       documents=result.documents))
+    if unstampable:
+        # Say all that is wrong at once: the files that cannot be stamped, and what the
+        # site would refuse in the others.
+        others = [f.one_line() for f in _site_refusals(root=root, site=site,
+                                                       limits=options.limits)
+                  if f.location.file not in unstampable]
+        raise PublishError(
+            f"cannot publish {site}: {len(unstampable)} file(s) cannot be stamped"
+            + "".join(f"\n  {why}" for why in unstampable.values())
+            + (f"\nand the site would refuse the revision for ({len(others)} finding(s)):"
+               + "".join(f"\n  {line}" for line in others) if others else "")
+            + "\nnothing was written")
     intent_after = _write_intent(working_bytes, site=site, intent_id=intent_id,
                                  sequence=sequence, description=description)
     changes.append(FileChange(path=str(intent_path), before=working_bytes, after=intent_after))
@@ -251,9 +269,12 @@ def publish(*, options: Options,
     if options.dry_run:
         return published
 
-    # Write and commit; a failed commit puts everything back.
+    # Write, check the revision as the site will read it, and commit; a refusal or a
+    # failed commit puts everything back.
     sha = _commit(repo, root=root, site_dir=site_dir, changes=changes, message=message,
-                  sign=options.sign)
+                  sign=options.sign,
+                  check=functools.partial(_check_as_the_site, root=root, site=site,
+                                          limits=options.limits))
     headers = _git(repo, "cat_file", "commit", sha, what="reading the commit").split("\n\n")[0]
     signed = any(line.startswith("gpgsig") for line in headers.splitlines())
     published = dataclasses.replace(published, commit=sha, signed=signed)
@@ -430,9 +451,28 @@ def _push_target(repo: git.Repo, *, remote: str | None) -> PushTarget:
     return PushTarget(remote=remote, url=url, ref=ref)
 
 
+def _site_refusals(*, root: Path, site: str, limits: bundle.Limits) -> list[schemas.Finding]:
+    """What a site would refuse in the work tree as it is (validate.SITE_REFUSES)."""
+    report = validate.run(options=validate.Options(root=root, sites=(site,), limits=limits))
+    return [f for f in report.findings
+            if f.severity is schemas.Severity.ERROR and f.rule in validate.SITE_REFUSES]
+
+
+def _check_as_the_site(*, root: Path, site: str, limits: bundle.Limits) -> None:
+    """Refuse a revision every site would refuse, naming all its findings at once, as
+    `reconciler validate` prints them."""
+    refused = _site_refusals(root=root, site=site, limits=limits)
+    if refused:
+        raise PublishError(
+            f"site {site} would refuse this revision ({len(refused)} finding(s)):\n  "
+            + "\n  ".join(f.one_line() for f in refused))
+
+
 def _commit(repo: git.Repo, *, root: Path, site_dir: PurePosixPath,
-            changes: Sequence[FileChange], message: str, sign: bool) -> str:
-    """Write the files and commit only `site_dir`; on failure put files and index back."""
+            changes: Sequence[FileChange], message: str, sign: bool,
+            check: Callable[[], None] = lambda: None) -> str:
+    """Write the files, `check` them, and commit only `site_dir`; on failure put files and
+    index back."""
     index_path = root / _git(repo, "rev_parse", "--git-path", "index", what="finding the index")
     backup_dir = Path(tempfile.mkdtemp(prefix="reconciler-publish-"))
     backup = backup_dir / "index"
@@ -444,6 +484,7 @@ def _commit(repo: git.Repo, *, root: Path, site_dir: PurePosixPath,
         for change in changes:
             _write_file(root / change.path, change.after)
             written.append(change)
+        check()
         _git(repo, "add", "--all", "--", str(site_dir), what=f"staging {site_dir}/")
         args = ["--only", "--cleanup=whitespace", "-m", message]
         if sign:

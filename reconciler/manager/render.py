@@ -14,7 +14,7 @@ from typing import Any
 
 from reconciler.manager import plan as plans
 from reconciler.manager import publish, validate
-from reconciler.repo import documents, schemas
+from reconciler.repo import documents
 from reconciler.site import fence, prune, state
 
 # --- plan ----------------------------------------------------------------------------------
@@ -137,17 +137,6 @@ def _located(location: documents.Location) -> Mapping[str, Any]:
 # --- validate ------------------------------------------------------------------------------
 
 
-def _finding_line(finding: schemas.Finding) -> str:
-    """One finding on one line: line breaks in names or messages are shown as `\\n`."""
-    parts = [finding.where(), finding.severity.value]
-    if finding.object:
-        parts.append(finding.object)
-    if finding.path != "$":
-        parts.append(finding.path)
-    text = ": ".join(parts) + f": {finding.message} [{finding.rule}]"
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
 def _counts(report: validate.Report) -> str:
     def plural(n: int, word: str) -> str:
         return f"{n} {word}{'' if n == 1 else 's'}"
@@ -159,7 +148,7 @@ def _counts(report: validate.Report) -> str:
 
 def validate_text(report: validate.Report) -> str:
     """One line per finding, `file:line:column: severity: object: path: message [rule]`."""
-    lines = [_finding_line(f) for f in report.findings]
+    lines = [f.one_line() for f in report.findings]
     if report.findings:
         lines.append("")
         lines.append(f"{report.errors} error(s), {report.warnings} warning(s): "

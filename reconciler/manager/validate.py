@@ -35,6 +35,16 @@ Severity = schemas.Severity
 PARALLEL_FROM = 200  # files; below this, worker start-up costs more than it saves
 
 
+# The rules a site itself enforces: a revision with an error under one of these is refused
+# by every site (sync stops before applying anything), so `intent publish` refuses to
+# commit it. The other rules are review findings (the API server may still refuse the
+# object; a site would still accept the intent).
+SITE_REFUSES = frozenset({
+    "yaml", "limit", "intent-missing", "intent", "schema", "intent-site", "manifest",
+    "required-field", "metadata", "wave", "intent-id", "site-name",
+})
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """What to check."""

@@ -53,6 +53,17 @@ class Finding:
             return documents.position(self.location.file, self.line, self.column)
         return self.location.position
 
+    def one_line(self) -> str:
+        """`file:line:column: severity: object: path: message [rule]` on one line, as
+        `reconciler validate` prints it: line breaks in names or messages show as `\\n`."""
+        parts = [self.where(), self.severity.value]
+        if self.object:
+            parts.append(self.object)
+        if self.path != "$":
+            parts.append(self.path)
+        text = ": ".join(parts) + f": {self.message} [{self.rule}]"
+        return text.replace("\r", "\\r").replace("\n", "\\n")
+
     def __str__(self) -> str:
         what = f" {self.object}" if self.object else ""
         return f"{self.location}{what}: {self.path}: {self.message} [{self.rule}]"

@@ -24,6 +24,9 @@ SITE_DIR = f"sites/{SITE}"
 INTENT = f"{SITE_DIR}/intent.yaml"
 
 
+NEW_CONFIG_MAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-new, namespace: sfo-ran}\n"
+
+
 @pytest.fixture
 def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> gitrepo.GitRemote:
     """The sample repository committed and pushed to a bare remote, with git kept away from
@@ -218,7 +221,7 @@ def test_dirty_tree_is_refused_before_anything_is_written(
     """Unstaged, staged and untracked changes anywhere are refused, listing the paths."""
     fleet.write("README.md", "edited\n")
     fleet.write("sites/edge-nyc-02/notes.txt", "untracked\n")
-    fleet.write(f"{SITE_DIR}/manifests/40-new.yaml", "kind: ConfigMap\nmetadata: {name: n}\n")
+    fleet.write(f"{SITE_DIR}/manifests/40-new.yaml", NEW_CONFIG_MAP)
     git(fleet, "add", f"{SITE_DIR}/manifests/40-new.yaml")
     before = snapshot(fleet)
     code, out, err = run(fleet, capsys, "-m", "dirty")
@@ -237,7 +240,8 @@ def test_allow_dirty_commits_the_site_and_leaves_the_rest(
     upf = f"{SITE_DIR}/manifests/20-networkfunctions.yaml"
     fleet.write(upf, fleet.read(upf).replace('version: "2.3.1"', 'version: "2.4.0"'))
     fleet.write(f"{SITE_DIR}/manifests/40-new.yaml",
-                "# new\nkind: ConfigMap\nmetadata:\n  name: n\n  namespace: sfo-ran\n")
+                "# new\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-new\n"
+                "  namespace: sfo-ran\n")
     fleet.write("README.md", "staged edit\n")
     git(fleet, "add", "README.md")
     fleet.write("sites/edge-nyc-02/intent.yaml",
@@ -252,8 +256,8 @@ def test_allow_dirty_commits_the_site_and_leaves_the_rest(
     assert f"{SITE_DIR}/manifests/40-new.yaml" in committed
     assert 'version: "2.4.0"' in git(fleet, "show", f"HEAD:{upf}")
     assert git(fleet, "show", f"HEAD:{SITE_DIR}/manifests/40-new.yaml") == (
-        "# new\nkind: ConfigMap\nmetadata:\n  name: n\n  namespace: sfo-ran\n  annotations:\n"
-        "    reconciler.dev/intent-id: upf-2-4")
+        "# new\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-new\n  namespace: sfo-ran\n"
+        "  annotations:\n    reconciler.dev/intent-id: upf-2-4")
     assert ids_at(fleet) == {"upf-2-4"}
     assert git(fleet, "status", "--porcelain").splitlines() == others
     assert git(fleet, "diff", "--cached", "--name-only") == "README.md"
@@ -491,7 +495,7 @@ def test_failed_signing_leaves_the_repository_as_it_was(
     fleet.write(upf, fleet.read(upf).replace("replicas: 2", "replicas: 3", 1))
     git(fleet, "add", upf)
     fleet.write(upf, fleet.read(upf).replace("replicas: 2", "replicas: 4", 1))
-    fleet.write(f"{SITE_DIR}/manifests/40-new.yaml", "kind: ConfigMap\nmetadata: {name: n}\n")
+    fleet.write(f"{SITE_DIR}/manifests/40-new.yaml", NEW_CONFIG_MAP)
     before = snapshot(fleet)
     code, out, err = run(fleet, capsys, "-m", "unsigned", "--sign", "--allow-dirty")
     assert code == 1 and out == ""
@@ -533,3 +537,60 @@ def test_dry_run_diff_of_a_secret_shows_no_values(
     assert "hunter2" not in out
     code, out, _ = run(fleet, capsys, "--id", "sec-1", "-m", "rotate", "--dry-run", "-o", "json")
     assert code == 0 and "hunter2" not in out
+
+
+# --- publish checks first (#10) -------------------------------------------------------------
+
+
+def test_a_revision_every_site_would_refuse_is_not_committed_and_all_its_findings_named(
+        fleet: gitrepo.GitRemote, capsys: pytest.CaptureFixture[str]) -> None:
+    """Publish runs the site's own checks on the stamped revision before committing: a
+    file that is not YAML and a manifest without a name are both named, with file and
+    line, exit 1, nothing is committed and every file is as it was."""
+    fleet.write(f"{SITE_DIR}/manifests/40-broken.yaml", "apiVersion: v1\nkind: ConfigMap\n"
+                "metadata: {name: a, namespace: sfo-ran\n")
+    fleet.write(f"{SITE_DIR}/manifests/41-nameless.yaml", "apiVersion: v1\nkind: ConfigMap\n"
+                "metadata:\n  namespace: sfo-ran\n")
+    fleet.commit_and_push("two broken manifests")
+    before = snapshot(fleet)
+    code, out, err = run(fleet, capsys, "-m", "broken")
+    assert (code, out) == (1, "")
+    assert "cannot publish edge-sfo-01: 1 file(s) cannot be stamped" in err
+    assert f"{SITE_DIR}/manifests/40-broken.yaml:4:1: invalid YAML" in err
+    assert "the site would refuse the revision for (1 finding(s))" in err
+    assert f"{SITE_DIR}/manifests/41-nameless.yaml:3:1: error" in err
+    assert "metadata.name is required" in err and "nothing was written" in err
+    assert snapshot(fleet) == before
+
+
+def test_a_stamped_revision_a_site_would_refuse_is_not_committed(
+        fleet: gitrepo.GitRemote, capsys: pytest.CaptureFixture[str]) -> None:
+    """A revision that stamps fine but that the site would still refuse (a manifest
+    without a name, a wave that is not a number) is checked after stamping: both findings
+    are named, exit 1, nothing is committed and every file is as it was."""
+    fleet.write(f"{SITE_DIR}/manifests/40-nameless.yaml", "apiVersion: v1\nkind: ConfigMap\n"
+                "metadata:\n  namespace: sfo-ran\n")
+    fleet.write(f"{SITE_DIR}/manifests/41-wave.yaml", "apiVersion: v1\nkind: ConfigMap\n"
+                "metadata:\n  name: w\n  namespace: sfo-ran\n  annotations:\n"
+                "    reconciler.dev/wave: soon\n")
+    fleet.commit_and_push("two manifests a site refuses")
+    before = snapshot(fleet)
+    code, out, err = run(fleet, capsys, "-m", "refused")
+    assert (code, out) == (1, "")
+    assert "site edge-sfo-01 would refuse this revision (2 finding(s))" in err
+    assert f"{SITE_DIR}/manifests/40-nameless.yaml:" in err and "[required-field]" in err
+    assert f"{SITE_DIR}/manifests/41-wave.yaml:" in err and "[wave]" in err
+    assert "nothing was committed, and the files and the index are as they were" in err
+    assert snapshot(fleet) == before
+
+
+def test_a_review_finding_alone_does_not_stop_publish(
+        fleet: gitrepo.GitRemote, capsys: pytest.CaptureFixture[str]) -> None:
+    """A finding a site does not refuse (a namespaced kind without a namespace: sync
+    defaults it) is validate's business, not a reason to refuse to publish."""
+    fleet.write(f"{SITE_DIR}/manifests/40-defaulted.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: defaulted}\n")
+    fleet.commit_and_push("a ConfigMap without a namespace")
+    code, _, err = run(fleet, capsys, "--id", "upf-2-4", "-m", "defaulted")
+    assert code == 0, err
+    assert ids_at(fleet) == {"upf-2-4"}
