@@ -80,7 +80,9 @@ class Cluster(Protocol):
     """Apply, get, list by label, delete, discovery. Errors are errors.ClusterError."""
 
     def resource(self, *, api_version: str, kind: str) -> Resource:
-        """The kind's resource; NotFoundError when the cluster does not serve it."""
+        """The kind's resource; NotFoundError when the cluster does not serve it,
+        GroupUnavailableError when it lists the kind's group version but cannot serve it
+        now (an aggregated API whose backend is down)."""
         ...
 
     def refresh_discovery(self) -> None:

@@ -120,6 +120,22 @@ class NotFoundError(ClusterError):
     """The object or its kind does not exist on the cluster."""
 
 
+class GroupUnavailableError(ClusterError):
+    """The cluster lists an API group version but cannot serve it now: an aggregated API
+    (an APIService, e.g. metrics.k8s.io) whose backend is down answers 503 for it.
+
+    `group_version` names it and `why` is the server's reason. Not a NotFoundError: the
+    kind may well exist and hold objects, nobody can see them. A retry can help once the
+    backend is back.
+    """
+
+    def __init__(self, message: str, *, group_version: str, why: str,
+                 retryable: bool = True) -> None:
+        super().__init__(message, retryable=retryable)
+        self.group_version = group_version
+        self.why = why
+
+
 class AbortedError(ReconcilerError):
     """The rollout was stopped because a newer intent was accepted, or on shutdown."""
 

@@ -55,6 +55,9 @@ class KubeCluster:
         self._force_conflicts = force_conflicts
         self._lock = threading.Lock()
         self._resources: dict[tuple[str, str], cluster.Resource] | None = None
+        # Group versions the cluster lists but could not serve at the last discovery (an
+        # APIService whose backend is down): group version -> the server's reason.
+        self._unavailable: dict[str, str] = {}
         self.server = api.configuration.host
 
     # --- HTTP ---------------------------------------------------------------------------
@@ -98,7 +101,10 @@ class KubeCluster:
         try:
             data = json.loads(raw) if raw else None
         except ValueError:
-            data = None
+            # Not JSON: the first line of the text, e.g. the aggregator's plain
+            # `service unavailable`. _fail() never puts it in a message (it may be a proxy's
+            # page); discovery names it as the reason a group version is unavailable.
+            data = raw.decode("utf-8", "replace").strip().partition("\n")[0][:200] or None
         return response.status, data
 
     @staticmethod
@@ -142,30 +148,80 @@ class KubeCluster:
 
     # --- discovery ----------------------------------------------------------------------
 
-    def _discover(self) -> dict[tuple[str, str], cluster.Resource]:
+    def _discover(self) -> tuple[dict[tuple[str, str], cluster.Resource], dict[str, str]]:
+        """Every served kind, and the group versions listed but unavailable (with the
+        server's reason). An unavailable one is skipped, as kubectl skips it: one broken
+        aggregated API must not stop the reconciler from reaching every other kind."""
         found: dict[tuple[str, str], cluster.Resource] = {}
-        versions = [("/api/v1", "v1")]
+        unavailable: dict[str, str] = {}
+        versions = ["v1"]
         status, groups = self._request("GET", "/apis", what="discovery")
         if status != 200:
             raise self._fail(status, groups, what="discovery of /apis", action="read")
         for group in groups.get("groups", []):
             for version in group.get("versions", []):
-                gv = version["groupVersion"]
-                versions.append((f"/apis/{gv}", gv))
-        for path, gv in versions:
-            status, data = self._request("GET", path, what="discovery")
-            if status == 404:
-                continue  # a group went away between the two calls
-            if status != 200:
-                raise self._fail(status, data, what=f"discovery of {path}", action="read")
-            for item in data.get("resources", []):
-                if "/" in item["name"]:
-                    continue  # subresources
-                found[(gv, item["kind"])] = cluster.Resource(
-                    api_version=gv, kind=item["kind"], plural=item["name"],
-                    namespaced=bool(item.get("namespaced")),
-                )
-        return found
+                versions.append(version["groupVersion"])
+        for gv in versions:
+            kinds, why = self._discover_version(gv)
+            found.update(kinds)
+            if why:
+                unavailable[gv] = why
+        return found, unavailable
+
+    def _discover_version(self, gv: str) -> tuple[dict[tuple[str, str], cluster.Resource], str]:
+        """The kinds one group version serves; or none and why its discovery document could
+        not be read. A group version that went away since `/apis` listed it has neither."""
+        path = "/api/v1" if gv == "v1" else f"/apis/{gv}"
+        try:
+            status, data = self._request("GET", path, what=f"discovery of {path}")
+        except errors.ClusterError as exc:
+            if not exc.retryable:
+                raise  # TLS with the API server itself: nothing is reachable
+            return {}, str(exc)  # a backend that hangs: a read timeout on this path only
+        if status == 404:
+            return {}, ""  # a group went away between the two calls
+        if status != 200 or not isinstance(data, Mapping):
+            if isinstance(data, Mapping):
+                text = _text(data.get("message"))
+            else:
+                text = data if isinstance(data, str) else None
+            why = f"HTTP {status}" + (f": {text}" if text else "")
+            problem = self._apiservice_problem(gv)
+            return {}, f"{why}; {problem}" if problem else why
+        found: dict[tuple[str, str], cluster.Resource] = {}
+        for item in data.get("resources", []):
+            if "/" in item["name"]:
+                continue  # subresources
+            found[(gv, item["kind"])] = cluster.Resource(
+                api_version=gv, kind=item["kind"], plural=item["name"],
+                namespaced=bool(item.get("namespaced")),
+            )
+        return found, ""
+
+    def _apiservice_problem(self, gv: str) -> str:
+        """Why the APIService behind a group version is not Available, from its status
+        condition (`ServiceNotFound: service/metrics-server in "kube-system" is not
+        present`); empty when there is none, or it cannot be read."""
+        group, _, version = gv.rpartition("/")
+        if not group:
+            return ""
+        name = f"{version}.{group}"
+        try:
+            status, data = self._request(
+                "GET", f"/apis/apiregistration.k8s.io/v1/apiservices/{urllib.parse.quote(name)}",
+                what=f"APIService/{name}")
+        except errors.ClusterError:
+            return ""
+        if status != 200 or not isinstance(data, Mapping):
+            return ""
+        conditions = (data.get("status") or {}).get("conditions") or []
+        for condition in conditions:
+            if (isinstance(condition, Mapping) and condition.get("type") == "Available"
+                    and condition.get("status") != "True"):
+                detail = ": ".join(filter(None, (_text(condition.get("reason")),
+                                                 _text(condition.get("message")))))
+                return f"APIService {name} not available" + (f": {detail}" if detail else "")
+        return ""
 
     def refresh_discovery(self) -> None:
         with self._lock:
@@ -174,12 +230,26 @@ class KubeCluster:
     def resource(self, *, api_version: str, kind: str) -> cluster.Resource:
         with self._lock:
             if self._resources is None:
-                self._resources = self._discover()
+                self._resources, self._unavailable = self._discover()
             found = self._resources.get((api_version, kind))
-            if found is None:
-                # A CRD applied moments ago may be served now: look once more.
-                self._resources = self._discover()
+            if found is None and api_version in self._unavailable:
+                # Its backend may be back: read that group version's document once more.
+                kinds, why = self._discover_version(api_version)
+                self._resources.update(kinds)
+                self._unavailable.pop(api_version)
+                if why:
+                    self._unavailable[api_version] = why
                 found = self._resources.get((api_version, kind))
+            elif found is None:
+                # A CRD applied moments ago may be served now: look once more.
+                self._resources, self._unavailable = self._discover()
+                found = self._resources.get((api_version, kind))
+            why = self._unavailable.get(api_version, "")
+        if found is None and why:
+            raise errors.GroupUnavailableError(
+                f"kind {kind!r} cannot be reached: the cluster lists {api_version} but "
+                f"cannot serve it now: {why}", group_version=api_version, why=why,
+            )
         if found is None:
             raise errors.NotFoundError(
                 f"the cluster does not serve kind {kind!r} in {api_version!r} "

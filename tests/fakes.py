@@ -20,6 +20,8 @@ class FakeCluster:
 
     Custom resources get a generation and, at once, a Ready status at that generation, as
     an instant controller would write it; those named in `not_ready` never get one.
+    A group version in `unavailable` is listed but cannot be served, as an APIService whose
+    backend is down: every verb on its kinds raises GroupUnavailableError with the reason.
     """
 
     def __init__(self) -> None:
@@ -28,13 +30,23 @@ class FakeCluster:
         self.calls: list[tuple[str, str]] = []  # (verb, "Kind/ns/name")
         self.fail: dict[str, errors.ClusterError] = {}  # "Kind/ns/name" -> error to raise
         self.not_ready: set[str] = set()  # "Kind/ns/name" of custom resources kept unready
+        self.unavailable: dict[str, str] = {}  # group version -> the server's reason
         self._version = 0
 
     def resource(self, *, api_version: str, kind: str) -> cluster.Resource:
+        self._check_available(api_version, kind)
         if (api_version, kind) not in self.kinds:
             raise errors.NotFoundError(f"no kind {kind} in {api_version}", retryable=True)
         return cluster.Resource(api_version=api_version, kind=kind, plural=kind.lower() + "s",
                                 namespaced=self.kinds[(api_version, kind)])
+
+    def _check_available(self, api_version: str, kind: str) -> None:
+        why = self.unavailable.get(api_version)
+        if why is not None:
+            raise errors.GroupUnavailableError(
+                f"kind {kind!r} cannot be reached: the cluster lists {api_version} but "
+                f"cannot serve it now: {why}",
+                group_version=api_version, why=why)
 
     def refresh_discovery(self) -> None:
         self.calls.append(("discovery", ""))
@@ -81,11 +93,13 @@ class FakeCluster:
 
     def get(self, ref: cluster.ObjectRef) -> dict[str, Any] | None:
         self.calls.append(("get", str(ref)))
+        self._check_available(ref.api_version, ref.kind)
         return copy.deepcopy(self.objects.get(ref))
 
     def list(self, *, api_version: str, kind: str, label_selector: str,
              namespace: str | None = None) -> list[dict[str, Any]]:
         self.calls.append(("list", kind))
+        self._check_available(api_version, kind)
         key, _, value = label_selector.partition("=")
         return [copy.deepcopy(o) for r, o in self.objects.items()
                 if (r.api_version, r.kind) == (api_version, kind)
@@ -93,6 +107,7 @@ class FakeCluster:
 
     def delete(self, ref: cluster.ObjectRef) -> bool:
         self.calls.append(("delete", str(ref)))
+        self._check_available(ref.api_version, ref.kind)
         return self.objects.pop(ref, None) is not None
 
     def applied(self) -> list[str]:

@@ -222,10 +222,14 @@ class Api:
     """Answers requests against one store."""
 
     def __init__(self, *, data: store.Store, server_address: Callable[[], str],
-                 clock: Callable[[], float] = time.time) -> None:  # injected by tests
+                 clock: Callable[[], float] = time.time,  # injected by tests
+                 unavailable: Callable[[], Mapping[str, str]] = dict) -> None:
         self.store = data
         self._server_address = server_address
         self._clock = clock
+        # Group versions listed in discovery but answered with 503 (faults.FaultSet.
+        # unavailable): group version -> the text of the answer.
+        self._unavailable = unavailable
 
     # ---- classification --------------------------------------------------------------------
 
@@ -293,6 +297,9 @@ class Api:
                body_error: statuses.ApiError | None) -> Response:
         """Answer one request."""
         try:
+            down = self._unavailable_answer(request.path)
+            if down is not None:
+                return down
             if target.route is None:
                 return self._non_resource(request)
             if body_error is not None:
@@ -300,6 +307,18 @@ class Api:
             return self._resource(request, target, body)
         except statuses.ApiError as exc:
             return error_response(exc)
+
+    def _unavailable_answer(self, path: str) -> Response | None:
+        """The aggregator's answer for a path under an unavailable group version: 503 with
+        a line of plain text, not a Status. None for any other path."""
+        parts = [p for p in path.split("/") if p]
+        if len(parts) < 3 or parts[0] != "apis":
+            return None
+        message = self._unavailable().get(f"{parts[1]}/{parts[2]}")
+        if message is None:
+            return None
+        return Response(code=503, body=f"{message}\n".encode(),
+                        content_type="text/plain; charset=utf-8")
 
     def _non_resource(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
@@ -318,7 +337,7 @@ class Api:
         if path == "/api/v1":
             return json_response(200, resources.resource_list(registry, group="", version="v1"))
         if path == "/apis":
-            return json_response(200, resources.group_list(registry))
+            return json_response(200, resources.group_list(registry, self._unavailable()))
         if path == "/openapi/v3":
             return json_response(200, openapi.index(registry))
         if path.startswith("/openapi/v3/"):
@@ -330,7 +349,7 @@ class Api:
             return json_response(200, doc) if doc else text_not_found()
         parts = [p for p in path.split("/") if p]
         if len(parts) == 2 and parts[0] == "apis":
-            found = resources.group(registry, parts[1])
+            found = resources.group(registry, parts[1], self._unavailable())
             return json_response(200, found) if found else text_not_found()
         if len(parts) == 3 and parts[0] == "apis" and registry.serves(group=parts[1],
                                                                        version=parts[2]):

@@ -1,7 +1,9 @@
-"""Fault injection for the local cluster: latency, error answers and dropped connections.
+"""Fault injection for the local cluster: latency, error answers, dropped connections, and
+unavailable API group versions.
 
 Tests add faults through `LocalCluster.faults`; the HTTP handler asks `FaultSet.match()` before
-it handles each request.
+it handles each request, and the API asks `FaultSet.unavailable()` which group versions to
+list in discovery but answer 503 for.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class FaultSet:
         self._lock = threading.Lock()
         self._faults: list[FaultHandle] = []
         self._ids = itertools.count(1)
+        self._unavailable: dict[str, str] = {}  # group version -> the text its 503 carries
 
     def add(self, fault: Fault) -> FaultHandle:
         """Inject a fault; returns its handle."""
@@ -85,9 +88,29 @@ class FaultSet:
             self._faults = [h for h in self._faults if h is not handle]
 
     def clear(self) -> None:
-        """Take every fault out."""
+        """Take every fault out, unavailable group versions included."""
         with self._lock:
             self._faults = []
+            self._unavailable = {}
+
+    def make_unavailable(self, group_version: str, *,
+                         message: str = "service unavailable") -> None:
+        """List `group_version` (`metrics.k8s.io/v1beta1`) in `/apis` and `/apis/<group>`, and
+        answer its discovery document and every path under it with 503 and `message` as
+        plain text: what kube-apiserver's aggregator does for an APIService whose backend
+        is down (kube-apiserver v1.37.2 answers `service unavailable`)."""
+        with self._lock:
+            self._unavailable[group_version] = message
+
+    def make_available(self, group_version: str) -> None:
+        """Serve `group_version` as the registry says again."""
+        with self._lock:
+            self._unavailable.pop(group_version, None)
+
+    def unavailable(self) -> dict[str, str]:
+        """The group versions made unavailable, each with the text of its 503."""
+        with self._lock:
+            return dict(self._unavailable)
 
     def match(
         self, *, verb: str, patch_type: str | None, path: str, kind: str | None

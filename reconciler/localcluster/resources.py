@@ -227,18 +227,38 @@ def resource_list(registry: Registry, *, group: str, version: str) -> dict[str, 
     }
 
 
-def group_list(registry: Registry) -> dict[str, Any]:
+def listed_groups(registry: Registry, unavailable: Iterable[str] = ()
+                  ) -> list[tuple[str, list[str]]]:
+    """The groups discovery lists, with their versions preferred first: the registry's, and
+    the `unavailable` group versions (`metrics.k8s.io/v1beta1`), listed though not served,
+    as an aggregated API whose backend is down is."""
+    groups = registry.groups()
+    for group_version in sorted(unavailable):
+        name, _, version = group_version.rpartition("/")
+        if not name:
+            continue
+        versions = next((v for g, v in groups if g == name), None)
+        if versions is None:
+            groups.append((name, [version]))
+        elif version not in versions:
+            versions.append(version)
+            versions.sort(key=version_priority)
+    return groups
+
+
+def group_list(registry: Registry, unavailable: Iterable[str] = ()) -> dict[str, Any]:
     """GET /apis."""
     groups = []
-    for name, versions in registry.groups():
+    for name, versions in listed_groups(registry, unavailable):
         entries = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
         groups.append({"name": name, "versions": entries, "preferredVersion": entries[0]})
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
-def group(registry: Registry, name: str) -> dict[str, Any] | None:
+def group(registry: Registry, name: str, unavailable: Iterable[str] = ()
+          ) -> dict[str, Any] | None:
     """GET /apis/group, or None when the group is not served."""
-    for group_name, versions in registry.groups():
+    for group_name, versions in listed_groups(registry, unavailable):
         if group_name == name:
             entries = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
             return {

@@ -227,7 +227,7 @@ class LocalCluster:
         self._log_sink = requestlog.RequestLog(path=Path(request_log) if request_log else None)
         self._store = store.Store(clock=clock)
         self._api = api.Api(data=self._store, server_address=lambda: f"{self._host}:{self.port}",
-                            clock=clock)
+                            clock=clock, unavailable=self.faults.unavailable)
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -158,6 +158,11 @@ def _online(*, target: cluster.Cluster, site_bundle: documents.Bundle, decision:
     for entry in _stale(current, objects=objects, held=held, prune=site_bundle.intent.prune):
         try:
             live = target.get(prune.ref_of(entry))
+        except errors.GroupUnavailableError as exc:
+            # Prune never deletes what it cannot see: kept, and the pass fails at prune.
+            prunes.append(PrunePlan(entry=entry, kept=f"its API group {exc.group_version} "
+                                                      f"cannot be reached ({exc.why})"))
+            continue
         except errors.NotFoundError:
             live = None
         if live is None:

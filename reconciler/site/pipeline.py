@@ -61,6 +61,7 @@ class SyncResult:
     drops: tuple[fence.Drop, ...] = ()
     errors: tuple[str, ...] = ()
     phase: state.Outcome | None = None
+    failures: tuple[rollout.Failure, ...] = ()  # objects whose apply failed, with the error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +246,7 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
         return transition, _result(
             ok=error is None, options=options, commit=commit, decision=decision,
             message=message, results=results, phase=outcome.phase,
-            errors=(error[1],) if error else ())
+            errors=(error[1],) if error else (), failures=outcome.failures)
 
     # Until a step below says otherwise, the pass was interrupted (a BaseException).
     ending, final = conclude(_failure("interrupted before the rollout ended"))
@@ -383,11 +384,13 @@ def _save(box: SiteBox, ending: Transition, result: _R) -> _R:
 def _result(*, ok: bool, options: Options, commit: str | None,
             decision: fence.Decision | None, message: str,
             results: tuple[inventory.ObjectResult, ...] = (), phase: state.Outcome | None = None,
-            errors: tuple[str, ...] = ()) -> SyncResult:
+            errors: tuple[str, ...] = (),
+            failures: tuple[rollout.Failure, ...] = ()) -> SyncResult:
     return SyncResult(
         ok=ok, site=options.site, commit=commit,
         verdict=decision.verdict if decision else None,
         intent_id=decision.intent_id if decision else None,
         message=message, results=results,
         drops=decision.drops if decision else (), errors=errors, phase=phase,
+        failures=failures,
     )

@@ -2,7 +2,9 @@
 
 Reverse wave order, then reverse kind order (inventory.prune_order). Only an object that
 still carries the site's label is deleted; `reconciler.dev/prune: disabled` keeps one, and
-an object already gone is skipped. Every delete passes the abort gate.
+an object already gone is skipped. An object whose kind cannot be seen (its API group
+version is unavailable) is never deleted: it stays in the inventory, and prune fails once
+the rest is done. Every delete passes the abort gate.
 """
 
 from __future__ import annotations
@@ -36,12 +38,23 @@ def ref_of(entry: state.InventoryEntry) -> cluster.ObjectRef:
 def run(*, target: cluster.Cluster, site: str, stale: Sequence[state.InventoryEntry],
         abort: aborts.Abort, into: list[inventory.ObjectResult]) -> None:
     """Delete the `stale` objects that are still the site's, adding each deletion to `into`
-    as it happens, so what was deleted before an error or an abort is recorded."""
+    as it happens, so what was deleted before an error or an abort is recorded.
+
+    Objects of an unavailable API group version are skipped; after the others, a
+    GroupUnavailableError names them, so the pass fails and the inventory keeps them for a
+    later prune.
+    """
+    unseen: list[tuple[cluster.ObjectRef, errors.GroupUnavailableError]] = []
     for entry in inventory.prune_order(stale):
         abort.check()
         ref = ref_of(entry)
         try:
             live = target.get(ref)
+        except errors.GroupUnavailableError as exc:
+            # Its kind exists and may hold the object; nobody can see it now.
+            log.warning("not pruning %s: %s", ref, exc)
+            unseen.append((ref, exc))
+            continue
         except errors.NotFoundError:
             live = None  # its kind is gone with its CRD: so is the object
         if live is None:
@@ -57,3 +70,9 @@ def run(*, target: cluster.Cluster, site: str, stale: Sequence[state.InventoryEn
             into.append(inventory.ObjectResult(
                 ref=ref, change=cluster.Change.DELETED, resource_version=None,
                 intent_id=entry.intent_id, wave=entry.wave))
+    if unseen:
+        first = unseen[0][1]
+        raise errors.GroupUnavailableError(
+            "not pruned, their API group version is unavailable (kept in the inventory for "
+            "a later pass): " + "; ".join(f"{ref}: {exc}" for ref, exc in unseen),
+            group_version=first.group_version, why=first.why)

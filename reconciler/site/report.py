@@ -103,9 +103,13 @@ def sync_text(result: pipeline.SyncResult) -> str:
     counts: dict[str, int] = {}
     for item in result.results:
         counts[item.change.value] = counts.get(item.change.value, 0) + 1
-    if result.results:
+    failures = result.failures
+    if failures:
+        counts["failed"] = len(failures)
+    if result.results or failures:
         lines.append("objects: " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items())))
         lines.extend(f"  {item.ref}  {item.change.value}" for item in result.results)
+        lines.extend(f"  {f.ref}  failed: {f.error}" for f in failures)
     if result.drops:
         lines.append(f"dropped {len(result.drops)}:")
         lines.extend(f"  {d.object}  ({d.location}): {d.reason}" for d in result.drops)
@@ -126,6 +130,7 @@ def sync_json(result: pipeline.SyncResult) -> str:
         "message": result.message,
         "applied": [{"object": str(r.ref), "change": r.change.value,
                      "intentId": r.intent_id} for r in result.results],
+        "failed": [{"object": str(f.ref), "error": f.error} for f in result.failures],
         "drops": [{**d.location.as_dict(), "object": d.object, "carried": d.carried,
                    "reason": d.reason} for d in result.drops],
         "errors": list(result.errors),

@@ -30,13 +30,26 @@ APPLY_CONCURRENCY = 4
 
 
 @dataclasses.dataclass(frozen=True)
+class Failure:
+    """An object whose apply failed, and the error that says why (naming the object)."""
+
+    ref: cluster.ObjectRef
+    error: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Result:
-    """How a rollout ended, with every object result and the record of every wave."""
+    """How a rollout ended, with every object result and the record of every wave.
+
+    `results` are the objects applied (or found unchanged), `failures` those whose apply
+    failed: successes and failures of one batch are both reported.
+    """
 
     phase: state.Outcome
     results: tuple[inventory.ObjectResult, ...]
     waves: tuple[state.WaveRecord, ...]
     message: str = ""
+    failures: tuple[Failure, ...] = ()
 
 
 def desired(manifest: documents.Manifest, *, site: str) -> dict[str, Any]:
@@ -88,8 +101,12 @@ def run(
 
     Objects whose live state already holds every desired field are not written: they are
     reported unchanged. The live state is read with one list per kind, by the site label.
+    An object whose API group version the cluster cannot serve now (errors.
+    GroupUnavailableError) fails alone: the rest of its wave is applied, then the wave
+    fails naming it, and later waves do not start.
     """
     results: list[inventory.ObjectResult] = []
+    failures: list[Failure] = []
     records = list(wave_records(manifests))
     live: dict[cluster.ObjectRef, Mapping[str, Any]] = {}
 
@@ -100,19 +117,27 @@ def run(
     try:
         if crds:
             live.update(list_live(target=target, manifests=crds, site=site))
-            _apply_group(target=target, items=crds, site=site, abort=abort, live=live, wave=0,
-                         intent_bound=False, into=results)
+            deferred = _apply_group(target=target, items=crds, site=site, abort=abort,
+                                    live=live, wave=0, intent_bound=False, into=results,
+                                    failed=failures)
+            if deferred:
+                raise errors.ApplyError("crds: " + "; ".join(deferred), retryable=True)
             _await_crds(target=target, crds=crds, abort=abort)
         live.update(list_live(target=target, manifests=manifests, site=site))
         for index, (wave, items) in enumerate(plan_waves(manifests)):
             mark(index, state.WavePhase.APPLYING)
             try:
+                unavailable: list[str] = []  # objects of a group version it cannot serve
                 for group in _kind_groups(items):
-                    _apply_group(target=target, items=group, site=site, abort=abort,
-                                 live=live, wave=wave, into=results)
+                    unavailable += _apply_group(target=target, items=group, site=site,
+                                                abort=abort, live=live, wave=wave,
+                                                into=results, failed=failures)
                     if any(documents.is_crd(m) for m in group):
                         _await_crds(target=target, crds=group, abort=abort)
                         live.update(list_live(target=target, manifests=items, site=site))
+                if unavailable:
+                    raise errors.ApplyError(f"wave {wave}: " + "; ".join(unavailable),
+                                            retryable=True)
                 mark(index, state.WavePhase.WAITING)
                 _await_healthy(target=target, items=items, site=site, wave=wave, abort=abort,
                                timeout=health_timeout, poll_interval=poll_interval, clock=clock)
@@ -123,17 +148,18 @@ def run(
                 raise
             mark(index, state.WavePhase.HEALTHY)
         return Result(phase=state.Outcome.SUCCEEDED, results=tuple(results),
-                      waves=tuple(records))
+                      waves=tuple(records), failures=tuple(failures))
     except errors.AbortedError as exc:
         return Result(phase=state.Outcome.ABORTED, results=tuple(results),
-                      waves=tuple(records), message=str(exc))
+                      waves=tuple(records), message=str(exc), failures=tuple(failures))
     except errors.ReconcilerError as exc:
         return Result(phase=state.Outcome.FAILED, results=tuple(results),
-                      waves=tuple(records), message=str(exc))
+                      waves=tuple(records), message=str(exc), failures=tuple(failures))
     except Exception as exc:  # a bug or an unforeseen answer: failed, never ok
         log.exception("rollout failed unexpectedly")
         return Result(phase=state.Outcome.FAILED, results=tuple(results),
-                      waves=tuple(records), message=f"internal error: {errors.describe(exc)}")
+                      waves=tuple(records), message=f"internal error: {errors.describe(exc)}",
+                      failures=tuple(failures))
 
 
 def _kind_groups(items: Sequence[documents.Manifest]) -> list[list[documents.Manifest]]:
@@ -150,33 +176,59 @@ def _kind_groups(items: Sequence[documents.Manifest]) -> list[list[documents.Man
 
 def _apply_group(*, target: cluster.Cluster, items: Sequence[documents.Manifest], site: str,
                  abort: aborts.Abort, live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
-                 wave: int, into: list[inventory.ObjectResult],
-                 intent_bound: bool = True) -> None:
-    """Apply a group concurrently (bounded), adding every success to `into` even when
-    others of the group fail, so what was applied is recorded; then raise the abort, one
-    ApplyError with all the group's errors, or the first unforeseen exception."""
+                 wave: int, into: list[inventory.ObjectResult], failed: list[Failure],
+                 intent_bound: bool = True) -> list[str]:
+    """Apply a group concurrently (bounded), adding every success to `into` and every
+    failure to `failed`, so both are recorded; then raise the abort, one ApplyError with
+    all the group's errors, or the first unforeseen exception.
+
+    When every failure is an unavailable group version (errors.GroupUnavailableError),
+    nothing is raised: their errors are returned, and the rest of the wave goes on.
+    """
     with concurrent.futures.ThreadPoolExecutor(max_workers=APPLY_CONCURRENCY) as pool:
-        futures = [pool.submit(_apply_one, target=target, manifest=m, site=site, abort=abort,
-                               live=live, wave=wave, intent_bound=intent_bound)
+        futures = [(m, pool.submit(_apply_one, target=target, manifest=m, site=site,
+                                   abort=abort, live=live, wave=wave,
+                                   intent_bound=intent_bound))
                    for m in items]
         failures: list[str] = []
+        unavailable = True  # every failure is of an unavailable group version
         aborted: errors.AbortedError | None = None
         unforeseen: Exception | None = None
-        for future in futures:
+        for manifest, future in futures:
             try:
                 into.append(future.result())
             except errors.AbortedError as exc:
                 aborted = exc
             except errors.ClusterError as exc:
-                failures.append(str(exc))
+                failure = _failure(target, manifest, site=site, error=exc)
+                failed.append(failure)
+                failures.append(failure.error)
+                unavailable = unavailable and isinstance(exc, errors.GroupUnavailableError)
             except Exception as exc:
                 unforeseen = unforeseen or exc
     if aborted is not None:
         raise aborted
     if unforeseen is not None:
         raise unforeseen
-    if failures:
+    if failures and not unavailable:
         raise errors.ApplyError(f"wave {wave}: " + "; ".join(failures))
+    return failures
+
+
+def _failure(target: cluster.Cluster, manifest: documents.Manifest, *, site: str,
+             error: errors.ClusterError) -> Failure:
+    """The failure of one object's apply, its error naming the object (an error from
+    discovery names only the kind)."""
+    body = desired(manifest, site=site)
+    plain = cluster.ObjectRef.of(body)
+    try:
+        ref = _key(target, body)
+    except errors.ClusterError:
+        ref = plain
+    text = str(error)
+    if not text.startswith((f"{plain} ", f"{ref} ")):
+        text = f"{ref} apply failed: {text}"
+    return Failure(ref=ref, error=text)
 
 
 def ref_of(target: cluster.Cluster, manifest: documents.Manifest, *,
@@ -191,8 +243,8 @@ def _key(target: cluster.Cluster, obj: Mapping[str, Any]) -> cluster.ObjectRef:
     if ref.namespace is None:
         try:
             namespaced = target.resource(api_version=ref.api_version, kind=ref.kind).namespaced
-        except errors.NotFoundError:
-            return ref
+        except (errors.NotFoundError, errors.GroupUnavailableError):
+            return ref  # as written: nobody can say whether the kind is namespaced
         if namespaced:
             return cluster.ObjectRef(ref.api_version, ref.kind, "default", ref.name)
     return ref
@@ -208,6 +260,10 @@ def list_live(*, target: cluster.Cluster, manifests: Iterable[documents.Manifest
             items = target.list(api_version=api_version, kind=kind, label_selector=selector)
         except errors.NotFoundError:
             continue  # a kind whose CRD is not served yet: nothing of it exists
+        except errors.GroupUnavailableError as exc:
+            # Nothing of it can be seen now; applying it will fail and name the reason.
+            log.warning("cannot list %s: %s", kind, exc)
+            continue
         for item in items:
             found[cluster.ObjectRef.of(item)] = item
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler import cluster, errors, kube
+from tests.e2e import aggregated
 from tests.e2e.conftest import ClusterUnderTest, kubectl
 
 pytestmark = pytest.mark.e2e
@@ -74,3 +75,28 @@ def test_missing_namespace_is_reported(any_cluster: ClusterUnderTest):
             adapter.apply({**CM, "metadata": {"name": "x", "namespace": "no-such-ns"}})
     finally:
         adapter.close()
+
+
+def test_an_unavailable_group_version_is_skipped_and_named(any_cluster: ClusterUnderTest):
+    """A group version listed but answering 503 does not stop discovery: other kinds are
+    served, and its own kinds raise GroupUnavailableError naming it and the server's reason."""
+    with aggregated.unavailable_metrics(any_cluster):
+        adapter = kube.connect(kubeconfig=any_cluster.kubeconfig)
+        try:
+            assert adapter.apply(CM).ref == cluster.ObjectRef.of(CM)
+            with pytest.raises(errors.GroupUnavailableError) as caught:
+                adapter.resource(api_version=aggregated.METRICS, kind="PodMetrics")
+            with pytest.raises(errors.GroupUnavailableError):
+                adapter.get(cluster.ObjectRef(aggregated.METRICS, "PodMetrics", "default", "p"))
+        finally:
+            adapter.delete(cluster.ObjectRef.of(CM))
+            adapter.close()
+    error = caught.value
+    assert error.retryable and error.group_version == aggregated.METRICS
+    assert str(error).startswith("kind 'PodMetrics' cannot be reached: the cluster lists "
+                                 "metrics.k8s.io/v1beta1 but cannot serve it now: HTTP 503: "
+                                 "service unavailable")
+    assert "CRD" not in str(error)
+    if any_cluster.local is None:  # a real aggregator says why, on the APIService
+        assert ("APIService v1beta1.metrics.k8s.io not available: ServiceNotFound: "
+                "service/metrics-server-not-running") in str(error)

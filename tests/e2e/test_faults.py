@@ -10,6 +10,7 @@ import pytest
 from reconciler import localcluster
 from reconciler.site import state
 from tests import gitrepo
+from tests.e2e import aggregated
 from tests.e2e.conftest import SITE, ClusterUnderTest, Site, kubectl, kubectl_run
 
 pytestmark = pytest.mark.e2e
@@ -125,3 +126,33 @@ def test_manifest_not_matching_its_crd_fails_without_retries(any_cluster: Cluste
     assert "does not match its CRD's schema" in result.message
     if any_cluster.has_request_log:
         assert len(applies_to(any_cluster, "sfo-wc-01")) == 1
+
+
+def test_an_unavailable_api_group_fails_only_its_objects(any_cluster: ClusterUnderTest,
+                                                         remote: gitrepo.GitRemote,
+                                                         tmp_path: Path):
+    """With metrics.k8s.io/v1beta1 listed but answering 503, the sync applies every other
+    object, the rest of the wave too, and fails naming the object, the group and the reason."""
+    remote.write("sites/edge-sfo-01/manifests/25-podmetrics.yaml",
+                 "apiVersion: metrics.k8s.io/v1beta1\nkind: PodMetrics\nmetadata:\n"
+                 "  name: sfo-upf-metrics\n  namespace: sfo-ran\n  annotations:\n"
+                 "    reconciler.dev/intent-id: sfo-baseline-1\n"
+                 "    reconciler.dev/wave: \"20\"\n")
+    remote.commit_and_push("An object of an aggregated API")
+    site = Site(root=tmp_path, remote_url=remote.url, target=any_cluster)
+    with aggregated.unavailable_metrics(any_cluster):
+        result = site.sync()
+    assert not result.ok
+    assert result.phase is state.Outcome.FAILED
+    assert result.message.startswith(
+        "intent sfo-baseline-1 failed: wave 20: PodMetrics/sfo-ran/sfo-upf-metrics apply "
+        "failed: kind 'PodMetrics' cannot be reached: the cluster lists "
+        "metrics.k8s.io/v1beta1 but cannot serve it now: HTTP 503: service unavailable")
+    assert "CRD" not in result.message
+    nfs = kubectl(any_cluster, "get", "networkfunctions", "-n", "sfo-ran", "-o", "json")
+    assert sorted(i["metadata"]["name"] for i in nfs["items"]) == ["sfo-smf", "sfo-upf"]
+    recorded = site.store.load()
+    assert sorted(e.name for e in recorded.inventory) == [
+        "sfo-ran", "sfo-site-config", "sfo-smf", "sfo-upf", "sfo-wc-01"]
+    assert recorded.rollout is not None
+    assert [w.phase for w in recorded.rollout.waves][-1] is state.WavePhase.FAILED

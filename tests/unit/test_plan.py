@@ -248,6 +248,22 @@ def test_online_prune_of_an_object_without_the_site_label_is_kept(env: Env):
     assert ref in env.cluster.objects
 
 
+def test_online_prune_of_an_object_whose_api_group_is_unreachable_is_kept(env: Env):
+    """A stale object of an API group the cluster lists but cannot serve now (an
+    aggregated API whose backend is down) is planned as kept, naming the group and the
+    server's reason; prune never deletes what it cannot see."""
+    assert env.sync().ok
+    env.delete(NETWORK_FUNCTIONS_FILE)
+    env.remote.commit_and_push("No network functions")
+    env.cluster.unavailable["telco.example.com/v1alpha1"] = "HTTP 503: service unavailable"
+    plan = env.plan(online=True)
+    kept = {p.entry.name: p.kept for p in plan.prunes}
+    assert set(kept) == {"sfo-upf", "sfo-smf"}
+    assert all(k == "its API group telco.example.com/v1alpha1 cannot be reached "
+                    "(HTTP 503: service unavailable)" for k in kept.values())
+    assert "0 to prune" in render.plan_text(plan)
+
+
 def test_online_plan_of_an_object_the_server_refuses_fails_as_sync_does(
         env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """An object whose dry run the server refuses is planned as failing with the server's

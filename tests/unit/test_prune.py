@@ -74,3 +74,31 @@ def test_deletions_before_a_failure_are_kept_in_into():
     else:
         raise AssertionError("the failing delete did not raise")
     assert [str(d.ref) for d in deleted] == ["ConfigMap/ran/w9"]
+
+
+def test_an_object_of_an_unavailable_group_is_never_pruned():
+    """An object whose group version the cluster cannot serve is neither read as gone nor
+    deleted; the others are pruned, then prune fails naming it, the group and the reason."""
+    target = fakes.FakeCluster()
+    target.kinds[("metrics.k8s.io/v1beta1", "PodMetrics")] = True
+    for api_version, kind, name in (("v1", "ConfigMap", "w0"),
+                                    ("metrics.k8s.io/v1beta1", "PodMetrics", "upf")):
+        target.apply({"apiVersion": api_version, "kind": kind, "metadata": {
+            "name": name, "namespace": "ran", "labels": {"reconciler.dev/site": SITE}}})
+    target.unavailable["metrics.k8s.io/v1beta1"] = "HTTP 503: service unavailable"
+    stale = [state.InventoryEntry(
+        id=cluster.ObjectRef(v, k, "ran", n).inventory_id, api_version=v, kind=k,
+        namespace="ran", name=n, intent_id="i", applied_at=state.now(), wave=0)
+        for v, k, n in (("v1", "ConfigMap", "w0"), ("metrics.k8s.io/v1beta1", "PodMetrics",
+                                                      "upf"))]
+    deleted: list[inventory.ObjectResult] = []
+    try:
+        prune.run(target=target, site=SITE, stale=stale, abort=abort.Abort(), into=deleted)
+    except errors.GroupUnavailableError as exc:
+        assert exc.retryable and exc.group_version == "metrics.k8s.io/v1beta1"
+        assert "PodMetrics/ran/upf" in str(exc) and "service unavailable" in str(exc)
+    else:
+        raise AssertionError("prune did not say it left an object it could not see")
+    assert [str(d.ref) for d in deleted] == ["ConfigMap/ran/w0"]
+    assert ("delete", "PodMetrics/ran/upf") not in target.calls
+    assert {ref.name for ref in target.objects} == {"upf"}

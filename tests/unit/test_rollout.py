@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from reconciler import errors
 from reconciler.repo import documents
 from reconciler.site import abort, rollout, state
@@ -124,3 +126,60 @@ def test_a_conflict_with_another_applier_stays_an_error():
     assert "field-engineer" in result.message
 
 
+
+
+def test_an_unavailable_group_fails_its_objects_alone_and_the_wave_goes_on(
+        monkeypatch: pytest.MonkeyPatch):
+    """Objects of a group version the cluster cannot serve fail, named with the server's
+    reason; the rest of their wave (later kind groups too) is applied; later waves are not."""
+    monkeypatch.setattr(rollout, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    target = fakes.FakeCluster()
+    target.kinds[("x.io/v1", "Widget")] = True
+    target.unavailable["apps/v1"] = "HTTP 503: service unavailable"
+    result = run(target, [manifest("ConfigMap", "c"),
+                          manifest("Deployment", "d", api_version="apps/v1"),
+                          manifest("Widget", "w", api_version="x.io/v1", spec={"a": 1}),
+                          manifest("ConfigMap", "later", wave=5)])
+    assert result.phase is state.Outcome.FAILED
+    assert result.message.startswith("wave 0: Deployment/ran/d apply failed: ")
+    assert "lists apps/v1 but cannot serve it now: HTTP 503: service unavailable" in result.message
+    assert set(target.applied()) == {"ConfigMap/ran/c", "Widget/ran/w"}
+    assert sorted(str(r.ref) for r in result.results) == ["ConfigMap/ran/c", "Widget/ran/w"]
+    assert [(str(f.ref), f.error.split(":")[0]) for f in result.failures] == [
+        ("Deployment/ran/d", "Deployment/ran/d apply failed")]
+    assert [w.phase.value for w in result.waves] == ["failed", "pending"]
+
+
+def test_any_other_failure_still_stops_the_wave_at_its_kind_group():
+    """A failure that is not an unavailable group stops the wave after its kind group."""
+    target = fakes.FakeCluster()
+    target.kinds[("x.io/v1", "Widget")] = True
+    target.fail["ConfigMap/ran/c"] = errors.ApplyError(
+        'ConfigMap/ran/c apply failed: ConfigMap "c" is invalid', status=422)
+    result = run(target, [manifest("ConfigMap", "c"), manifest("ConfigMap", "b"),
+                          manifest("Widget", "w", api_version="x.io/v1", spec={"a": 1})])
+    assert result.phase is state.Outcome.FAILED
+    assert result.message == 'wave 0: ConfigMap/ran/c apply failed: ConfigMap "c" is invalid'
+    assert "Widget/ran/w" not in target.applied()
+    assert [str(r.ref) for r in result.results] == ["ConfigMap/ran/b"]
+    assert [(str(f.ref), f.error) for f in result.failures] == [
+        ("ConfigMap/ran/c", 'ConfigMap/ran/c apply failed: ConfigMap "c" is invalid')]
+
+
+def test_successes_and_failures_of_one_group_are_both_reported():
+    """An IngressClass applied next to a failing PodDisruptionBudget (one kind group) is a
+    result; the budget is a failure with its error."""
+    target = fakes.FakeCluster()
+    target.kinds[("networking.k8s.io/v1", "IngressClass")] = False
+    target.kinds[("policy/v1", "PodDisruptionBudget")] = True
+    target.fail["PodDisruptionBudget/ran/upf"] = errors.ApplyError(
+        'PodDisruptionBudget/ran/upf apply failed: spec.minAvailable: Invalid value', status=422)
+    result = run(target, [manifest("IngressClass", "nginx", api_version="networking.k8s.io/v1",
+                                   namespace=None),
+                          manifest("PodDisruptionBudget", "upf", api_version="policy/v1")])
+    assert result.phase is state.Outcome.FAILED
+    assert [(str(r.ref), r.change.value) for r in result.results] == [
+        ("IngressClass/nginx", "created")]
+    assert [(str(f.ref), f.error) for f in result.failures] == [
+        ("PodDisruptionBudget/ran/upf",
+         "PodDisruptionBudget/ran/upf apply failed: spec.minAvailable: Invalid value")]
