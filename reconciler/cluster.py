@@ -103,6 +103,8 @@ class Cluster(Protocol):
         """Objects of one kind matching a label selector (all namespaces by default)."""
         ...
 
-    def delete(self, ref: ObjectRef) -> bool:
-        """Delete the object; False when it was already gone."""
+    def delete(self, ref: ObjectRef, *, foreground: bool = False) -> bool:
+        """Delete the object; False when it was already gone. `foreground`: the object
+        stays, being deleted, until the garbage collector has deleted its dependents (a
+        Job's pods); otherwise they are deleted after it, in the background."""
         ...

@@ -15,6 +15,9 @@ ANNOTATION_INTENT_ID = ANNOTATION_PREFIX + "intent-id"
 ANNOTATION_WAVE = ANNOTATION_PREFIX + "wave"
 ANNOTATION_PRUNE = ANNOTATION_PREFIX + "prune"
 ANNOTATION_HEALTH = ANNOTATION_PREFIX + "health"
+# `enabled`: an apply refused for an immutable field deletes and recreates the object.
+ANNOTATION_REPLACE = ANNOTATION_PREFIX + "replace"
+REPLACE_ENABLED = "enabled"
 
 # Labels the reconciler adds to everything it applies.
 LABEL_SITE = ANNOTATION_PREFIX + "site"

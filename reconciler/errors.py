@@ -78,6 +78,21 @@ class Cause:
     message: str
 
 
+IMMUTABLE_SUFFIX = "field is immutable"  # how the API server's validation says it
+
+
+def immutable_fields(causes: tuple[Cause, ...]) -> tuple[str, ...]:
+    """The fields an update may not change that a refusal names: its FieldValueInvalid
+    causes whose message ends with the API server's `field is immutable` (a Job's
+    `spec.template`, a Deployment's `spec.selector`), each once, in the server's order."""
+    found: dict[str, None] = {}
+    for cause in causes:
+        if (cause.type == "FieldValueInvalid" and cause.field
+                and cause.message.rstrip().endswith(IMMUTABLE_SUFFIX)):
+            found[cause.field] = None
+    return tuple(found)
+
+
 class ClusterError(ReconcilerError):
     """The cluster refused or failed a request.
 

@@ -321,11 +321,12 @@ class KubeCluster:
             items.append(item)
         return items
 
-    def delete(self, ref: cluster.ObjectRef) -> bool:
+    def delete(self, ref: cluster.ObjectRef, *, foreground: bool = False) -> bool:
         res = self.resource(api_version=ref.api_version, kind=ref.kind)
         status, data = self._request(
             "DELETE", self._path(res, ref.namespace, ref.name),
-            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            body={"kind": "DeleteOptions", "apiVersion": "v1",
+                  "propagationPolicy": "Foreground" if foreground else "Background"},
             what=str(ref),
         )
         if status == 404:

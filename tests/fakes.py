@@ -11,7 +11,7 @@ from reconciler import cluster, errors
 CORE_KINDS = {
     ("v1", "Namespace"): False, ("v1", "ConfigMap"): True, ("v1", "Secret"): True,
     ("v1", "ServiceAccount"): True, ("v1", "Service"): True, ("apps/v1", "Deployment"): True,
-    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): False,
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): False, ("batch/v1", "Job"): True,
 }
 
 
@@ -22,6 +22,9 @@ class FakeCluster:
     an instant controller would write it; those named in `not_ready` never get one.
     A group version in `unavailable` is listed but cannot be served, as an APIService whose
     backend is down: every verb on its kinds raises GroupUnavailableError with the reason.
+    A Job completes at once, as if its pod ran in no time; an apply that changes its
+    spec.template is refused as the API server refuses it (422 Invalid, a FieldValueInvalid
+    cause ending `field is immutable`).
     """
 
     def __init__(self) -> None:
@@ -31,6 +34,7 @@ class FakeCluster:
         self.fail: dict[str, errors.ClusterError] = {}  # "Kind/ns/name" -> error to raise
         self.not_ready: set[str] = set()  # "Kind/ns/name" of custom resources kept unready
         self.unavailable: dict[str, str] = {}  # group version -> the server's reason
+        self.deletes: list[tuple[str, bool]] = []  # ("Kind/ns/name", foreground)
         self._version = 0
 
     def resource(self, *, api_version: str, kind: str) -> cluster.Resource:
@@ -61,6 +65,9 @@ class FakeCluster:
         before = self.objects.get(ref)
         desired = copy.deepcopy(dict(obj))
         created = before is None
+        if (ref.kind == "Job" and before is not None
+                and before["spec"].get("template") != desired["spec"].get("template")):
+            raise _immutable(ref, "spec.template")
         if created or _content(before) != _content(desired):
             self._version += 1
             desired["metadata"]["resourceVersion"] = str(self._version)
@@ -73,6 +80,9 @@ class FakeCluster:
                     desired["status"] = {"observedGeneration": generation, "conditions": [
                         {"type": "Ready", "status": "True", "reason": "Reconciled",
                          "observedGeneration": generation}]}
+            if ref.kind == "Job":
+                desired["status"] = {"succeeded": 1, "conditions": [
+                    {"type": "Complete", "status": "True"}]}
             if not dry_run:
                 self.objects[ref] = desired
             if ref.kind == "CustomResourceDefinition":
@@ -105,14 +115,26 @@ class FakeCluster:
                 if (r.api_version, r.kind) == (api_version, kind)
                 and o["metadata"].get("labels", {}).get(key) == value]
 
-    def delete(self, ref: cluster.ObjectRef) -> bool:
+    def delete(self, ref: cluster.ObjectRef, *, foreground: bool = False) -> bool:
         self.calls.append(("delete", str(ref)))
+        self.deletes.append((str(ref), foreground))
         self._check_available(ref.api_version, ref.kind)
         return self.objects.pop(ref, None) is not None
 
     def applied(self) -> list[str]:
         """Every object an apply was sent for, in order."""
         return [what for verb, what in self.calls if verb == "apply"]
+
+
+def _immutable(ref: cluster.ObjectRef, field: str) -> errors.ApplyError:
+    """The API server's refusal of an update that changes an immutable field."""
+    message = "Invalid value: {...}: field is immutable"
+    cause = {"reason": "FieldValueInvalid", "message": message, "field": field}
+    return errors.ApplyError(
+        f'{ref} apply failed: {ref.kind} "{ref.name}" is invalid: {field}: {message}',
+        status=422, reason="Invalid",
+        details={"name": ref.name, "kind": ref.kind, "causes": [cause]},
+        causes=(errors.Cause(type="FieldValueInvalid", field=field, message=message),))
 
 
 def _content(obj: Mapping[str, Any]) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -203,6 +204,19 @@ def _default_deployment(obj: dict[str, Any], allocate: Callable[[], str]) -> Non
     _default_pod_spec(template.setdefault("spec", {}))
 
 
+def _default_job(obj: dict[str, Any], allocate: Callable[[], str]) -> None:
+    del allocate
+    spec = obj.setdefault("spec", {})
+    _set_default(spec, "parallelism", 1)
+    _set_default(spec, "completions", 1)
+    _set_default(spec, "backoffLimit", 6)
+    _set_default(spec, "completionMode", "NonIndexed")
+    _set_default(spec, "suspend", False)
+    template = spec.setdefault("template", {})
+    template.setdefault("metadata", {}).setdefault("creationTimestamp", None)
+    _default_pod_spec(template.setdefault("spec", {}))
+
+
 def _default_crd(obj: dict[str, Any], allocate: Callable[[], str]) -> None:
     del allocate
     spec = obj.setdefault("spec", {})
@@ -218,6 +232,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any], Callable[[], str]], None]] = {
     "Secret": _default_secret,
     "Service": _default_service,
     "Deployment": _default_deployment,
+    "Job": _default_job,
     "CustomResourceDefinition": _default_crd,
 }
 
@@ -261,6 +276,38 @@ def validate(rtype: resources.ResourceType, obj: dict[str, Any]) -> tuple[
     elif rtype.kind == "CustomResourceDefinition":
         causes.extend(_crd_errors(obj))
     return obj, causes, pruned
+
+
+# Fields an update may not change, by kind, as the real validation (ValidateJobUpdate,
+# ValidateDeploymentUpdate) refuses them: 422 Invalid, one FieldValueInvalid cause per
+# field, its message ending `field is immutable`.
+_IMMUTABLE: dict[str, tuple[tuple[str, ...], ...]] = {
+    "Job": (("spec", "template"),),
+    "Deployment": (("spec", "selector"),),
+}
+
+
+def immutable_errors(rtype: resources.ResourceType, old: Mapping[str, Any],
+                     new: Mapping[str, Any]) -> list[statuses.Cause]:
+    """Causes for the immutable fields an update of a built-in kind changes."""
+    if rtype.custom:
+        return []
+    out: list[statuses.Cause] = []
+    for path in _IMMUTABLE.get(rtype.kind, ()):
+        before, after = _at(old, path), _at(new, path)
+        if before is not None and before != after:
+            shown = json.dumps(after, separators=(",", ":"), sort_keys=True)
+            out.append(statuses.Cause(type="FieldValueInvalid",
+                                      message=f"Invalid value: {shown}: field is immutable",
+                                      field=".".join(path)))
+    return out
+
+
+def _at(obj: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = obj
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
 
 
 def _go_map(values: Mapping[str, str]) -> str:

@@ -55,7 +55,7 @@ class ResourceType:
     @property
     def tracks_generation(self) -> bool:
         """Whether metadata.generation is kept (Deployments, CRDs, custom resources)."""
-        return self.custom or self.kind in ("Deployment", "CustomResourceDefinition")
+        return self.custom or self.kind in ("Deployment", "Job", "CustomResourceDefinition")
 
 
 def _builtin(**kwargs: Any) -> ResourceType:
@@ -90,13 +90,17 @@ BUILTINS: tuple[ResourceType, ...] = (
         namespaced=True, short_names=("deploy",), categories=("all",), has_status=True,
     ),
     _builtin(
+        group="batch", version="v1", plural="jobs", singular="job", kind="Job",
+        namespaced=True, categories=("all",), has_status=True,
+    ),
+    _builtin(
         group="apiextensions.k8s.io", version="v1", plural="customresourcedefinitions",
         singular="customresourcedefinition", kind="CustomResourceDefinition", namespaced=False,
         short_names=("crd", "crds"), categories=("api-extensions",), has_status=True,
     ),
 )
 
-BUILTIN_GROUP_ORDER = ("apps", "apiextensions.k8s.io")
+BUILTIN_GROUP_ORDER = ("apps", "batch", "apiextensions.k8s.io")
 
 
 def types_from_crd(crd: Mapping[str, Any]) -> list[ResourceType]:

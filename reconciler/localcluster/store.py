@@ -595,6 +595,8 @@ class Store:
         causes = kinds.name_errors(rtype, name) if old is None else []
         new, kind_causes, pruned = kinds.validate(rtype, new)
         causes.extend(kind_causes)
+        if old is not None and subresource != "status":
+            causes.extend(kinds.immutable_errors(rtype, old, new))
         if causes:
             raise statuses.invalid(kind=rtype.kind, group=rtype.group, name=name, causes=causes)
         if pruned and field_validation == "Strict":

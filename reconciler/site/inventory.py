@@ -39,10 +39,12 @@ class ObjectResult:
     resource_version: str | None
     intent_id: str | None  # None for the CRDs of crds/: outside every site's inventory
     wave: int = 0
+    note: str = ""  # why a step did what it did, when that is not plain (a finished Job)
 
 
 class Entry(Protocol):
-    """What prune needs of an inventory entry (state.InventoryEntry is one)."""
+    """What prune and applied_under() need of an inventory entry (state.InventoryEntry is
+    one)."""
 
     @property
     def id(self) -> str: ...
@@ -52,6 +54,8 @@ class Entry(Protocol):
     def kind(self) -> str: ...
     @property
     def name(self) -> str: ...
+    @property
+    def intent_id(self) -> str: ...
 
 
 E = TypeVar("E", bound=Entry)
@@ -66,6 +70,12 @@ def applied_ids(results: Iterable[ObjectResult]) -> frozenset[str]:
     """Inventory ids of the site's objects that `results` applied (not deleted, not CRDs)."""
     return frozenset(r.ref.inventory_id for r in results
                      if r.intent_id is not None and r.change is not cluster.Change.DELETED)
+
+
+def applied_under(entries: Iterable[E], *, intent_id: str) -> frozenset[str]:
+    """Inventory ids of the entries recorded as applied under `intent_id`: what the rollout
+    of that same intent already ran (a finished Job whose TTL deleted it is not run again)."""
+    return frozenset(e.id for e in entries if e.intent_id == intent_id)
 
 
 def held_ids(refs: Iterable[cluster.ObjectRef]) -> frozenset[str]:

@@ -266,9 +266,12 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
         # recording the outcome needs no cluster.
         held = inventory.held_ids(rollout.ref_of(target, d.manifest, site=options.site)
                                   for d in decision.drops)
+        # Ran: what the record has as applied under this same intent (so the same
+        # manifests); a Job among them that its TTL deleted is done, not to be run again.
+        ran = inventory.applied_under(box.current.inventory, intent_id=decision.intent_id)
         outcome = rollout.run(target=target, site=options.site, crds=plan.site_bundle.crds,
                               manifests=decision.apply, abort=abort, on_progress=on_progress,
-                              health_timeout=intent.health_timeout)
+                              health_timeout=intent.health_timeout, ran=ran)
         ending, final = conclude(outcome)
         if outcome.phase is state.Outcome.SUCCEEDED and intent.prune:
             # Prune: only now, after a successful rollout of the accepted intent, and only

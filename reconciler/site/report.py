@@ -108,7 +108,8 @@ def sync_text(result: pipeline.SyncResult) -> str:
         counts["failed"] = len(failures)
     if result.results or failures:
         lines.append("objects: " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items())))
-        lines.extend(f"  {item.ref}  {item.change.value}" for item in result.results)
+        lines.extend(f"  {item.ref}  {item.change.value}"
+                     + (f": {item.note}" if item.note else "") for item in result.results)
         lines.extend(f"  {f.ref}  failed: {f.error}" for f in failures)
     if result.drops:
         lines.append(f"dropped {len(result.drops)}:")
@@ -129,7 +130,8 @@ def sync_json(result: pipeline.SyncResult) -> str:
         "phase": result.phase.value if result.phase else None,
         "message": result.message,
         "applied": [{"object": str(r.ref), "change": r.change.value,
-                     "intentId": r.intent_id} for r in result.results],
+                     "intentId": r.intent_id, **({"note": r.note} if r.note else {})}
+                    for r in result.results],
         "failed": [{"object": str(f.ref), "error": f.error} for f in result.failures],
         "drops": [{**d.location.as_dict(), "object": d.object, "carried": d.carried,
                    "reason": d.reason} for d in result.drops],

@@ -13,7 +13,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler import cluster, contract, errors
@@ -27,6 +27,7 @@ RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts at a retryable apply
 CRD_ESTABLISH_TIMEOUT = 30.0
 POLL_INTERVAL = 0.25  # seconds between health reads while a wave waits
 APPLY_CONCURRENCY = 4
+REPLACE_DELETE_TIMEOUT = 120.0  # seconds an object deleted to be replaced may take to go
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +97,14 @@ def run(
     health_timeout: float = 600.0,
     poll_interval: float = POLL_INTERVAL,
     clock: Callable[[], float] = time.monotonic,  # injected by tests
+    ran: Collection[str] = frozenset(),
 ) -> Result:
     """Apply the CRDs, then each wave and wait for it; stop at a failed wave or on abort.
+
+    `ran` holds the inventory ids the site's record has as applied under the intent being
+    rolled out. A Job among them that is gone from the cluster and sets
+    `spec.ttlSecondsAfterFinished` finished and was deleted by its TTL: it is not run
+    again (reported unchanged, with a note) and its wave does not wait for it.
 
     Objects whose live state already holds every desired field are not written: they are
     reported unchanged. The live state is read with one list per kind, by the site label.
@@ -127,11 +134,15 @@ def run(
         for index, (wave, items) in enumerate(plan_waves(manifests)):
             mark(index, state.WavePhase.APPLYING)
             try:
+                # Jobs that ran under this intent and were deleted by their TTL: not again.
+                finished = _finished_jobs(target=target, items=items, site=site, live=live,
+                                          ran=ran)
                 unavailable: list[str] = []  # objects of a group version it cannot serve
                 for group in _kind_groups(items):
                     unavailable += _apply_group(target=target, items=group, site=site,
                                                 abort=abort, live=live, wave=wave,
-                                                into=results, failed=failures)
+                                                into=results, failed=failures,
+                                                finished=finished)
                     if any(documents.is_crd(m) for m in group):
                         _await_crds(target=target, crds=group, abort=abort)
                         live.update(list_live(target=target, manifests=items, site=site))
@@ -140,7 +151,8 @@ def run(
                                             retryable=True)
                 mark(index, state.WavePhase.WAITING)
                 _await_healthy(target=target, items=items, site=site, wave=wave, abort=abort,
-                               timeout=health_timeout, poll_interval=poll_interval, clock=clock)
+                               timeout=health_timeout, poll_interval=poll_interval, clock=clock,
+                               finished=finished)
             except errors.AbortedError:
                 raise
             except Exception:
@@ -162,6 +174,33 @@ def run(
                       failures=tuple(failures))
 
 
+def _finished_jobs(*, target: cluster.Cluster, items: Sequence[documents.Manifest], site: str,
+                   live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
+                   ran: Collection[str]) -> frozenset[cluster.ObjectRef]:
+    """The Jobs of a wave that ran under the intent being rolled out and were deleted by
+    their TTL: recorded in `ran`, absent from the cluster, with `ttlSecondsAfterFinished`.
+
+    The same intent carries the same manifest, so the Job that ran was this one; running
+    it again would repeat work that is done. A new intent is a new request: its Jobs run.
+    """
+    found = set()
+    for manifest in items:
+        if not _is_ttl_job(manifest.body):
+            continue
+        ref = _key(target, desired(manifest, site=site))
+        if ref.inventory_id in ran and ref not in live:
+            found.add(ref)
+    return frozenset(found)
+
+
+def _is_ttl_job(obj: Mapping[str, Any]) -> bool:
+    """A batch Job that its TTL controller deletes once it has finished."""
+    ref = cluster.ObjectRef.of(obj)
+    spec = obj.get("spec")
+    return (ref.group == "batch" and ref.kind == "Job" and isinstance(spec, Mapping)
+            and spec.get("ttlSecondsAfterFinished") is not None)
+
+
 def _kind_groups(items: Sequence[documents.Manifest]) -> list[list[documents.Manifest]]:
     """Consecutive runs of the same kind rank: applied one run after the other."""
     groups: list[list[documents.Manifest]] = []
@@ -177,7 +216,8 @@ def _kind_groups(items: Sequence[documents.Manifest]) -> list[list[documents.Man
 def _apply_group(*, target: cluster.Cluster, items: Sequence[documents.Manifest], site: str,
                  abort: aborts.Abort, live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
                  wave: int, into: list[inventory.ObjectResult], failed: list[Failure],
-                 intent_bound: bool = True) -> list[str]:
+                 intent_bound: bool = True,
+                 finished: Collection[cluster.ObjectRef] = frozenset()) -> list[str]:
     """Apply a group concurrently (bounded), adding every success to `into` and every
     failure to `failed`, so both are recorded; then raise the abort, one ApplyError with
     all the group's errors, or the first unforeseen exception.
@@ -188,7 +228,7 @@ def _apply_group(*, target: cluster.Cluster, items: Sequence[documents.Manifest]
     with concurrent.futures.ThreadPoolExecutor(max_workers=APPLY_CONCURRENCY) as pool:
         futures = [(m, pool.submit(_apply_one, target=target, manifest=m, site=site,
                                    abort=abort, live=live, wave=wave,
-                                   intent_bound=intent_bound))
+                                   intent_bound=intent_bound, finished=finished))
                    for m in items]
         failures: list[str] = []
         unavailable = True  # every failure is of an unavailable group version
@@ -278,10 +318,20 @@ def _apply_one(
     live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
     wave: int,
     intent_bound: bool,
+    finished: Collection[cluster.ObjectRef] = frozenset(),
 ) -> inventory.ObjectResult:
     body = desired(manifest, site=site)
     intent_id = manifest.intent_id if intent_bound else None
-    current = live.get(_key(target, body))
+    key = _key(target, body)
+    if key in finished:
+        abort.check()
+        note = (f"completed under intent {intent_id} and deleted after its TTL; "
+                "not run again")
+        log.info("%s %s", key, note)
+        return inventory.ObjectResult(ref=key, change=cluster.Change.UNCHANGED,
+                                      resource_version=None, intent_id=intent_id, wave=wave,
+                                      note=note)
+    current = live.get(key)
     if current is not None and drift.in_sync(desired=body, live=current):
         abort.check()
         ref = cluster.ObjectRef.of(current)
@@ -289,12 +339,43 @@ def _apply_one(
         return inventory.ObjectResult(ref=ref, change=cluster.Change.UNCHANGED,
                             resource_version=current.get("metadata", {}).get("resourceVersion"),
                             intent_id=intent_id, wave=wave)
+    note = ""
+    try:
+        applied = _apply_retrying(target=target, body=body, manifest=manifest, abort=abort)
+    except errors.ApplyError as exc:
+        fields = errors.immutable_fields(exc.causes)
+        if not fields:
+            raise
+        what = " and ".join(fields) + (" is" if len(fields) == 1 else " are") + " immutable"
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(contract.ANNOTATION_REPLACE) != contract.REPLACE_ENABLED:
+            raise errors.ApplyError(
+                f"{key} apply failed: {what}; set {contract.ANNOTATION_REPLACE}: "
+                f"{contract.REPLACE_ENABLED} on the manifest to delete and recreate it",
+                status=exc.status, reason=exc.reason, details=exc.details,
+                causes=exc.causes) from exc
+        log.warning("%s: %s; deleting it to create it anew (%s: %s)", key, what,
+                    contract.ANNOTATION_REPLACE, contract.REPLACE_ENABLED)
+        _delete_and_wait(target=target, ref=key, abort=abort)
+        applied = _apply_retrying(target=target, body=body, manifest=manifest, abort=abort)
+        note = f"replaced: {what}"
+    change = (cluster.Change.CREATED if applied.created and not note
+              else cluster.Change.CONFIGURED)
+    log.info("%s %s%s", applied.ref, change.value, f" ({note})" if note else "")
+    return inventory.ObjectResult(ref=applied.ref, change=change,
+                        resource_version=applied.resource_version, intent_id=intent_id,
+                        wave=wave, note=note)
+
+
+def _apply_retrying(*, target: cluster.Cluster, body: Mapping[str, Any],
+                    manifest: documents.Manifest, abort: aborts.Abort) -> cluster.Applied:
+    """One object's server-side apply through the abort gate: retried when a retry can
+    help, forced once when only imperative edits conflict with it."""
     force = False
     for attempt in range(len(RETRY_DELAYS) + 1):
         try:
             with abort.gate():
-                applied = target.apply(body, force=force)
-            break
+                return target.apply(body, force=force)
         except errors.ConflictError as exc:
             editors = _imperative_editors(target, body, exc)
             if force or not editors:
@@ -311,11 +392,25 @@ def _apply_one(
                         RETRY_DELAYS[attempt])
             if abort.wait(RETRY_DELAYS[attempt]):
                 abort.check()
-    change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
-    log.info("%s %s", applied.ref, change.value)
-    return inventory.ObjectResult(ref=applied.ref, change=change,
-                        resource_version=applied.resource_version, intent_id=intent_id,
-                        wave=wave)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _delete_and_wait(*, target: cluster.Cluster, ref: cluster.ObjectRef,
+                     abort: aborts.Abort) -> None:
+    """Delete an object to replace it: foreground, so its dependents (a Job's pods) go
+    first, through the abort gate; then wait, on the abort signal, until it is gone."""
+    with abort.gate():
+        target.delete(ref, foreground=True)
+    waited = 0.0
+    while target.get(ref) is not None:
+        if waited >= REPLACE_DELETE_TIMEOUT:
+            raise errors.ApplyError(
+                f"{ref} apply failed: deleted to replace it, but still there after "
+                f"{REPLACE_DELETE_TIMEOUT:.0f}s (a finalizer, or dependents not deleted yet)",
+                retryable=True)
+        if abort.wait(POLL_INTERVAL):
+            abort.check()
+        waited += POLL_INTERVAL
 
 
 def _imperative_editors(target: cluster.Cluster, body: Mapping[str, Any],
@@ -363,9 +458,12 @@ def _await_crds(*, target: cluster.Cluster, crds: Sequence[documents.Manifest],
 
 def _await_healthy(*, target: cluster.Cluster, items: Sequence[documents.Manifest], site: str,
                    wave: int, abort: aborts.Abort, timeout: float, poll_interval: float,
-                   clock: Callable[[], float]) -> None:
-    """Wait until every object of the wave is healthy; FAILED or a timeout is an error."""
-    wanted = {_key(target, desired(m, site=site)): m for m in items}
+                   clock: Callable[[], float],
+                   finished: Collection[cluster.ObjectRef] = frozenset()) -> None:
+    """Wait until every object of the wave is healthy; FAILED or a timeout is an error.
+    The `finished` Jobs (done, and deleted by their TTL) are not waited for."""
+    wanted = {ref: m for m in items
+              if (ref := _key(target, desired(m, site=site))) not in finished}
     deadline = clock() + timeout
     while True:
         abort.check()

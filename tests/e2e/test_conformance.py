@@ -218,3 +218,40 @@ def test_create_prunes_undeclared_fields_and_validates_with_422(api: Api):
     assert status == 422 and body["reason"] == "Invalid"
     assert {"reason": "FieldValueRequired", "message": "Required value",
             "field": "spec.region"} in body["details"]["causes"]
+
+
+JOB_PATH = f"/apis/batch/v1/namespaces/{NS}/jobs"
+DEPLOY_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments"
+
+
+def job(name: str, *, image: str = "busybox:1.36") -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": NS},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "c", "image": image}]}}}}
+
+
+def deployment(name: str, *, app: str) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"selector": {"matchLabels": {"app": app}},
+                     "template": {"metadata": {"labels": {"app": app}},
+                                  "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}}
+
+
+def test_changing_an_immutable_field_is_422_naming_the_field(api: Api):
+    """A Job's spec.template and a Deployment's spec.selector cannot change: 422 Invalid,
+    one FieldValueInvalid cause naming the field, its message ending `field is immutable`."""
+    assert api.apply(f"{JOB_PATH}/j", job("j"))[0] == 201
+    status, body = api.apply(f"{JOB_PATH}/j", job("j", image="busybox:1.37"))
+    assert status == 422 and body["reason"] == "Invalid"
+    assert body["message"].startswith('Job.batch "j" is invalid: spec.template: Invalid value: ')
+    ((cause),) = body["details"]["causes"]
+    assert (cause["reason"], cause["field"]) == ("FieldValueInvalid", "spec.template")
+    assert cause["message"].endswith(": field is immutable")
+    assert api.apply(f"{DEPLOY_PATH}/d", deployment("d", app="a"))[0] == 201
+    status, body = api.apply(f"{DEPLOY_PATH}/d", deployment("d", app="b"))
+    assert status == 422 and body["details"]["causes"] == [
+        {"reason": "FieldValueInvalid", "field": "spec.selector",
+         "message": 'Invalid value: {"matchLabels":{"app":"b"}}: field is immutable'}]
+    assert body["message"] == ('Deployment.apps "d" is invalid: spec.selector: Invalid value: '
+                               '{"matchLabels":{"app":"b"}}: field is immutable')
