@@ -68,6 +68,7 @@ class FakeCluster:
         if (ref.kind == "Job" and before is not None
                 and before["spec"].get("template") != desired["spec"].get("template")):
             raise _immutable(ref, "spec.template")
+        desired["metadata"]["managedFields"] = [_apply_entry(desired)]
         if created or _content(before) != _content(desired):
             self._version += 1
             desired["metadata"]["resourceVersion"] = str(self._version)
@@ -135,6 +136,23 @@ def _immutable(ref: cluster.ObjectRef, field: str) -> errors.ApplyError:
         status=422, reason="Invalid",
         details={"name": ref.name, "kind": ref.kind, "causes": [cause]},
         causes=(errors.Cause(type="FieldValueInvalid", field=field, message=message),))
+
+
+def _apply_entry(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The managedFields entry a server records for the reconciler's apply of `obj`: every
+    field it sets, each list owned as a whole (the fake knows no list keys)."""
+    def fields(value: Any) -> dict[str, Any]:
+        if isinstance(value, Mapping):
+            return {f"f:{k}": fields(v) for k, v in value.items()}
+        return {}
+    top = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
+    metadata = {k: v for k, v in top.get("metadata", {}).items()
+                if k not in ("name", "namespace", "resourceVersion", "generation",
+                             "managedFields")}
+    top = {**top, "metadata": metadata} if metadata else \
+        {k: v for k, v in top.items() if k != "metadata"}
+    return {"manager": "reconciler", "operation": "Apply", "apiVersion": obj["apiVersion"],
+            "fieldsType": "FieldsV1", "fieldsV1": fields(top)}
 
 
 def _content(obj: Mapping[str, Any]) -> Any:

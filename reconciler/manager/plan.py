@@ -231,6 +231,9 @@ def _preview(*, target: cluster.Cluster, site: str, crds: Sequence[documents.Man
         except errors.ClusterError as exc:
             return Preview(ref=ref, change=None, wave=wave, error=str(exc),
                            transient=exc.retryable and not isinstance(exc, errors.NotFoundError))
+        if current is not None and drift.unchanged_by(live=current, result=applied.live):
+            # The server normalizes what the manifest says: the sync writes nothing either.
+            return Preview(ref=ref, change=cluster.Change.UNCHANGED, wave=wave)
         change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED
         return Preview(ref=applied.ref, change=change, wave=wave)
 

@@ -332,8 +332,7 @@ def _apply_one(
                                       resource_version=None, intent_id=intent_id, wave=wave,
                                       note=note)
     current = live.get(key)
-    if current is not None and drift.in_sync(desired=body, live=current):
-        abort.check()
+    if current is not None and _unchanged(target=target, body=body, live=current, abort=abort):
         ref = cluster.ObjectRef.of(current)
         log.debug("%s unchanged", ref)
         return inventory.ObjectResult(ref=ref, change=cluster.Change.UNCHANGED,
@@ -365,6 +364,24 @@ def _apply_one(
     return inventory.ObjectResult(ref=applied.ref, change=change,
                         resource_version=applied.resource_version, intent_id=intent_id,
                         wave=wave, note=note)
+
+
+def _unchanged(*, target: cluster.Cluster, body: Mapping[str, Any],
+               live: Mapping[str, Any], abort: aborts.Abort) -> bool:
+    """Whether applying `body` would leave the live object as it is, decided as
+    server-side apply decides it (see drift): certain from the live object alone, or else
+    asked of the server with a dry-run apply through the abort gate. A dry run the server
+    refuses (a conflict, an invalid field) proves nothing: the real apply meets it."""
+    abort.check()
+    if drift.in_sync(desired=body, live=live):
+        return True
+    try:
+        with abort.gate():
+            result = target.apply(body, dry_run=True)
+    except errors.ClusterError as exc:
+        log.debug("%s dry run refused, applying: %s", cluster.ObjectRef.of(body), exc)
+        return False
+    return drift.unchanged_by(live=live, result=result.live)
 
 
 def _apply_retrying(*, target: cluster.Cluster, body: Mapping[str, Any],
