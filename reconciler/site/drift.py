@@ -33,10 +33,20 @@ def in_sync(*, desired: Mapping[str, Any], live: Mapping[str, Any],
     the same value live, and `manager`'s apply entry owns exactly the desired fields."""
     values = all(
         key in live and _contains(live[key], value)
-        for key, value in desired.items()
+        for key, value in _without_unset_timestamp(desired).items()
         if key not in _IGNORED_TOP_LEVEL
     )
     return values and owns_exactly(desired=desired, live=live, manager=manager)
+
+
+def _without_unset_timestamp(desired: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`creationTimestamp: null`, which generated manifests carry, is the server's to set."""
+    metadata = desired.get("metadata")
+    if not isinstance(metadata, Mapping) or "creationTimestamp" not in metadata \
+            or metadata["creationTimestamp"] is not None:
+        return desired
+    return {**desired, "metadata": {k: v for k, v in metadata.items()
+                                    if k != "creationTimestamp"}}
 
 
 def owns_exactly(*, desired: Mapping[str, Any], live: Mapping[str, Any],

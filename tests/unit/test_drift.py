@@ -38,7 +38,7 @@ def live(*, owned: dict[str, Any] | None = None, **spec_changes: object) -> dict
         "metadata": {"name": "upf", "namespace": "ran", "labels": {"a": "1", "extra": "x"},
                      "resourceVersion": "7", "uid": "u", "generation": 3,
                      "managedFields": [
-                         entry(OWNED if owned is None else owned),
+                         entry(copy.deepcopy(OWNED if owned is None else owned)),
                          entry({"f:metadata": {"f:labels": {"f:extra": {}}}},
                                manager="kubectl-label", operation="Update"),
                          entry({"f:status": {"f:phase": {}}}, manager="operator",
@@ -144,3 +144,10 @@ def test_a_dry_run_that_removes_a_field_or_moves_ownership_is_a_change():
     answer = live()
     answer["metadata"]["generation"] = 4
     assert not drift.unchanged_by(live=live(), result=answer)
+
+
+def test_an_unset_creation_timestamp_is_the_servers_to_set():
+    """Generated manifests carry `creationTimestamp: null`: not drift, not owned."""
+    desired = copy.deepcopy(DESIRED)
+    desired["metadata"]["creationTimestamp"] = None
+    assert drift.in_sync(desired=desired, live=live())
