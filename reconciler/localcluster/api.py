@@ -338,6 +338,9 @@ class Api:
             return json_response(200, resources.resource_list(registry, group="", version="v1"))
         if path == "/apis":
             return json_response(200, resources.group_list(registry, self._unavailable()))
+        if path == "/openapi/v2":
+            return Response(code=200, body=openapi.SWAGGER_PROTOBUF,
+                            content_type=openapi.SWAGGER_CONTENT_TYPE)
         if path == "/openapi/v3":
             return json_response(200, openapi.index(registry))
         if path.startswith("/openapi/v3/"):

@@ -61,6 +61,15 @@ class Shape:
             if kind == "map":
                 return "map", tuple(self.schema.get("x-kubernetes-list-map-keys") or ())
             return ("set", ()) if kind == "set" else ("atomic", ())
+        if self.schema:  # a built-in kind's shipped schema: its list type, else its merge key
+            kind = self.schema.get("x-kubernetes-list-type")
+            merge_key = self.schema.get("x-kubernetes-patch-merge-key")
+            if kind is None and merge_key:
+                return "map", (str(merge_key),)
+            kind = kind or "atomic"
+            if kind == "map":
+                return "map", tuple(self.schema.get("x-kubernetes-list-map-keys") or ())
+            return ("set", ()) if kind == "set" else ("atomic", ())
         if self.custom and self.name != "finalizers":
             return "atomic", ()
         if self.name in _BUILTIN_SETS and all(isinstance(v, str) for v in value):

@@ -224,7 +224,9 @@ def apply(
             if path[-1][0] in ("k", "v"):
                 continue
             current = fieldpaths.get(live, path, shape)
-            if current is fieldpaths.MISSING or current == fieldpaths.get(config, path, shape):
+            if current == fieldpaths.get(config, path, shape):
+                continue
+            if current is fieldpaths.MISSING and rtype.custom:
                 continue
             conflicts.extend((entry, path) for entry in others if path in entry.paths)
     if conflicts and not force:
@@ -309,8 +311,11 @@ def update(
     out: list[Entry] = []
     mine: Entry | None = None
     for e in entries:
-        paths = frozenset(p for p in e.paths if fieldpaths.get(new, p, shape)
-                          is not fieldpaths.MISSING)
+        # A write takes away the fields it removed; a field owned though absent (a null
+        # or a zero a built-in kind's typed object leaves out) stays owned.
+        paths = frozenset(p for p in e.paths
+                          if fieldpaths.get(new, p, shape) is not fieldpaths.MISSING
+                          or fieldpaths.get(old, p, shape) is fieldpaths.MISSING)
         if e.key == key:
             mine = dataclasses.replace(e, paths=paths)
             continue

@@ -82,3 +82,11 @@ def index(registry: resources.Registry) -> dict[str, Any]:
         key = _gv_key(group, version)
         paths[key] = {"serverRelativeURL": f"/openapi/v3/{key}?hash={digest.upper()}"}
     return {"paths": paths}
+
+
+# GET /openapi/v2, which kubectl reads (as protobuf only) to validate a kind /openapi/v3
+# does not describe: an empty openapi_v2.Document, whose protobuf encoding is no bytes.
+# Finding no schema there either, kubectl leaves the kind to the server, which says
+# whether it serves it (`no matches for kind`), as a real server's answer leads it to.
+SWAGGER_PROTOBUF = b""
+SWAGGER_CONTENT_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"

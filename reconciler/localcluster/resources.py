@@ -6,13 +6,17 @@ Called by the store (to resolve kinds and rebuild after CRD changes) and by the 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
+
+from reconciler.localcluster import builtinschema
 
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 CR_VERBS = ("delete", "deletecollection", "get", "list", "patch", "create", "update", "watch")
-NAMESPACE_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 STATUS_VERBS = ("get", "patch", "update")
 
 
@@ -32,7 +36,8 @@ class ResourceType:
     has_status: bool = False  # a status subresource: main writes keep status, /status only status
     custom: bool = False  # served from a CRD
     storage_version: str = ""
-    schema: Mapping[str, Any] | None = None  # openAPIV3Schema of this version, for custom kinds
+    # The openAPIV3Schema of a custom kind's version; a built-in kind's shipped schema.
+    schema: Mapping[str, Any] | None = None
     printer_columns: tuple[Mapping[str, Any], ...] = ()
     returns_deleted: bool = False  # DELETE answers with the object instead of a Status
     list_kind: str = ""
@@ -55,52 +60,82 @@ class ResourceType:
     @property
     def tracks_generation(self) -> bool:
         """Whether metadata.generation is kept (Deployments, CRDs, custom resources)."""
-        return self.custom or self.kind in ("Deployment", "Job", "CustomResourceDefinition")
+        return self.custom or (self.group, self.kind) in GENERATION_KINDS
 
 
-def _builtin(**kwargs: Any) -> ResourceType:
-    return ResourceType(**kwargs)
+DISCOVERY_FILE = Path(__file__).with_name("builtin-kinds-v1.37.json")
+
+# Kinds a real server lists but that hold no objects, left out: the create-only reviews
+# (TokenReview, SubjectAccessReview and kin, Binding: no `get` verb) and ComponentStatus
+# (a read-only view the server computes). Subresources other than `status` (scale, log,
+# exec, eviction, token, ...) are not served either; see docs/local-cluster.md.
+NOT_SERVED = frozenset({("", "componentstatuses")})
+
+# Built-in kinds whose objects keep metadata.generation, as kube-apiserver v1.37.2's
+# strategies set it (1 on create, bumped by a spec change): read off the real server for
+# the corpus's kinds and tests/localcluster/test_builtin_kinds.py's, from the strategies'
+# source for the others.
+GENERATION_KINDS = frozenset({
+    ("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet"),
+    ("apps", "ReplicaSet"), ("", "ReplicationController"), ("", "Pod"),
+    ("batch", "Job"), ("batch", "CronJob"),
+    ("policy", "PodDisruptionBudget"), ("autoscaling", "HorizontalPodAutoscaler"),
+    ("networking.k8s.io", "NetworkPolicy"), ("networking.k8s.io", "Ingress"),
+    ("networking.k8s.io", "IngressClass"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+    ("resource.k8s.io", "DeviceClass"), ("resource.k8s.io", "ResourceSlice"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+})
+# Built-in kinds whose DELETE answers with the object rather than a Status.
+RETURNS_DELETED = frozenset({("", "Service"), ("", "ServiceAccount")})
 
 
-BUILTINS: tuple[ResourceType, ...] = (
-    _builtin(
-        group="", version="v1", plural="namespaces", singular="namespace", kind="Namespace",
-        namespaced=False, short_names=("ns",), verbs=NAMESPACE_VERBS, has_status=True,
-    ),
-    _builtin(
-        group="", version="v1", plural="configmaps", singular="configmap", kind="ConfigMap",
-        namespaced=True, short_names=("cm",),
-    ),
-    _builtin(
-        group="", version="v1", plural="secrets", singular="secret", kind="Secret",
-        namespaced=True,
-    ),
-    _builtin(
-        group="", version="v1", plural="serviceaccounts", singular="serviceaccount",
-        kind="ServiceAccount", namespaced=True, short_names=("sa",), returns_deleted=True,
-    ),
-    _builtin(
-        group="", version="v1", plural="services", singular="service", kind="Service",
-        namespaced=True, short_names=("svc",), categories=("all",), has_status=True,
-        verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"),
-        returns_deleted=True,
-    ),
-    _builtin(
-        group="apps", version="v1", plural="deployments", singular="deployment", kind="Deployment",
-        namespaced=True, short_names=("deploy",), categories=("all",), has_status=True,
-    ),
-    _builtin(
-        group="batch", version="v1", plural="jobs", singular="job", kind="Job",
-        namespaced=True, categories=("all",), has_status=True,
-    ),
-    _builtin(
-        group="apiextensions.k8s.io", version="v1", plural="customresourcedefinitions",
-        singular="customresourcedefinition", kind="CustomResourceDefinition", namespaced=False,
-        short_names=("crd", "crds"), categories=("api-extensions",), has_status=True,
-    ),
-)
+@functools.cache
+def discovery() -> dict[str, Any]:
+    """The captured discovery of kube-apiserver v1.37.2 (DISCOVERY_FILE), read once."""
+    data: dict[str, Any] = json.loads(DISCOVERY_FILE.read_text())
+    return data
 
-BUILTIN_GROUP_ORDER = ("apps", "batch", "apiextensions.k8s.io")
+
+def _builtins() -> tuple[ResourceType, ...]:
+    """A ResourceType for each captured kind that holds objects (none of their schemas
+    read yet)."""
+    out: list[ResourceType] = []
+    for group in discovery()["groups"]:
+        for entry in group["versions"]:
+            listed = entry["resources"]
+            subresources = {r["name"] for r in listed if "/" in r["name"]}
+            for resource in listed:
+                plural = resource["name"]
+                if ("/" in plural or "get" not in resource.get("verbs", ())
+                        or (group["name"], plural) in NOT_SERVED):
+                    continue
+                key = (group["name"], resource["kind"])
+                out.append(ResourceType(
+                    group=group["name"], version=entry["version"], plural=plural,
+                    singular=resource.get("singularName") or resource["kind"].lower(),
+                    kind=resource["kind"], namespaced=bool(resource["namespaced"]),
+                    short_names=tuple(resource.get("shortNames") or ()),
+                    categories=tuple(resource.get("categories") or ()),
+                    verbs=tuple(resource.get("verbs") or VERBS),
+                    has_status=f"{plural}/status" in subresources,
+                    returns_deleted=key in RETURNS_DELETED,
+                    schema=builtinschema.LazyKind(group=group["name"], version=entry["version"],
+                                                  kind=resource["kind"]),
+                ))
+    return tuple(out)
+
+
+BUILTINS: tuple[ResourceType, ...] = _builtins()
+
+BUILTIN_GROUP_ORDER = tuple(g["name"] for g in discovery()["groups"] if g["name"])
 
 
 def types_from_crd(crd: Mapping[str, Any]) -> list[ResourceType]:
@@ -191,8 +226,21 @@ class Registry:
         return [t for t in self.types if t.group == group and t.version == version]
 
 
+@functools.cache
+def _captured() -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The real server's APIResource entries, by group, version and name."""
+    return {(g["name"], v["version"], r["name"]): r
+            for g in discovery()["groups"] for v in g["versions"] for r in v["resources"]}
+
+
 def api_resource(t: ResourceType) -> list[dict[str, Any]]:
-    """The APIResource entries of one type (plus its status subresource)."""
+    """The APIResource entries of one type (plus its status subresource): a built-in
+    kind's as the real server lists them (storageVersionHash included)."""
+    if not t.custom:
+        names = (t.plural, f"{t.plural}/status") if t.has_status else (t.plural,)
+        found = [_captured().get((t.group, t.version, n)) for n in names]
+        if all(found):
+            return [dict(e) for e in found if e is not None]
     entry: dict[str, Any] = {
         "name": t.plural,
         "singularName": t.singular,

@@ -7,6 +7,7 @@ and words errors as the real apiextensions-apiserver does.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -130,7 +131,7 @@ def _walk(
     if isinstance(value, list):
         items = schema.get("items")
         _check_bounds(value, schema, path, causes)
-        if isinstance(items, dict):
+        if isinstance(items, Mapping):
             return [
                 _walk(item, items, f"{path}[{i}]", causes, pruned) for i, item in enumerate(value)
             ]
@@ -154,7 +155,7 @@ def _walk_object(
         child = f"{path}.{key}"
         if properties and key in properties:
             out[key] = _walk(item, properties[key], child, causes, pruned)
-        elif isinstance(additional, dict):
+        elif isinstance(additional, Mapping):
             out[key] = _walk(item, additional, child, causes, pruned)
         elif additional is True or preserve or (not properties and additional is None and
                                                  _is_free_form(schema)):
@@ -216,6 +217,34 @@ def _check_bounds(
             )
 
 
+def apply_defaults(obj: dict[str, Any], schema: Mapping[str, Any] | None) -> None:
+    """Set the schema's `default:` values in place, as the apiextensions-apiserver does on
+    decoding: a property absent from an object that is present gets its default; an
+    absent object gets none of its properties' defaults."""
+    if schema:
+        _defaults(obj, schema, root=True)
+
+
+def _defaults(value: Any, schema: Mapping[str, Any], *, root: bool = False) -> None:
+    if isinstance(value, dict):
+        properties: Mapping[str, Any] = schema.get("properties") or {}
+        for key, child in properties.items():
+            if root and key in _ROOT_SKIP:
+                continue
+            if key not in value and isinstance(child, Mapping) and "default" in child:
+                value[key] = copy.deepcopy(child["default"])
+            if key in value and isinstance(child, Mapping):
+                _defaults(value[key], child)
+        additional = schema.get("additionalProperties")
+        if isinstance(additional, Mapping):
+            for key, item in value.items():
+                if key not in properties:
+                    _defaults(item, additional)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            _defaults(item, schema["items"])
+
+
 def child_schema(schema: Mapping[str, Any] | None, key: str) -> Mapping[str, Any] | None:
     """The schema of a map field, or None when the field is free-form."""
     if not schema:
@@ -224,7 +253,7 @@ def child_schema(schema: Mapping[str, Any] | None, key: str) -> Mapping[str, Any
     if key in properties:
         return properties[key]
     additional = schema.get("additionalProperties")
-    return additional if isinstance(additional, dict) else None
+    return additional if isinstance(additional, Mapping) else None
 
 
 def items_schema(schema: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -232,7 +261,7 @@ def items_schema(schema: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     if not schema:
         return None
     items = schema.get("items")
-    return items if isinstance(items, dict) else None
+    return items if isinstance(items, Mapping) else None
 
 
 def typed_patch_error(config: Mapping[str, Any], schema: Mapping[str, Any] | None) -> str | None:
@@ -259,7 +288,7 @@ def _typed_object(value: Mapping[str, Any], schema: Mapping[str, Any], path: str
         child = f"{path}.{key}"
         if key in properties:
             problem = _typed(item, properties[key], child)
-        elif isinstance(additional, dict):
+        elif isinstance(additional, Mapping):
             problem = _typed(item, additional, child)
         elif additional is True or preserve or _is_free_form(schema):
             problem = None
@@ -282,7 +311,7 @@ def _typed(value: Any, schema: Mapping[str, Any], path: str) -> str | None:
         return f"{path}: expected {wanted}, got {got}"
     if isinstance(value, dict):
         return _typed_object(value, schema, path)
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         for index, item in enumerate(value):
             problem = _typed(item, schema["items"], f"{path}[{index}]")
             if problem:

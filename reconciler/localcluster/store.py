@@ -436,7 +436,8 @@ class Store:
         if old is None:
             new, warnings = self._prepare(rtype=rtype, old=None, new=merged, subresource="",
                                           field_validation=field_validation)
-            entries = managedfields.retain_existing(entries, new, rtype)
+            if rtype.custom:
+                entries = managedfields.retain_existing(entries, new, rtype)
             new["metadata"]["managedFields"] = managedfields.serialize(entries)
             return WriteResult(body=self._persist(rtype, None, new, dry_run=dry_run), code=201,
                                warnings=warnings)
@@ -524,8 +525,12 @@ class Store:
         if apply_entries is None:
             entries = managedfields.update(old=old, new=new, rtype=rtype, manager=manager,
                                            subresource=subresource, now=now)
-        else:
+        elif rtype.custom:
             entries = managedfields.retain_existing(apply_entries, new, rtype)
+        else:
+            # A built-in kind's applier owns what it applied, a null or an empty list too,
+            # though the typed object leaves those out.
+            entries = apply_entries
         new["metadata"]["managedFields"] = managedfields.serialize(entries)
         if _same(old, new):
             return WriteResult(body=_for_version(old, rtype), code=200, warnings=warnings)
@@ -615,6 +620,7 @@ class Store:
                 if kinds.spec_of(rtype, old) != kinds.spec_of(rtype, new):
                     generation += 1
                 new["metadata"]["generation"] = generation
+            kinds.after_generation(rtype, old, new)
         return new, warnings
 
     def _persist(

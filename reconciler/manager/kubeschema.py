@@ -17,51 +17,18 @@ import jsonschema
 import referencing
 from kubernetes_validate import utils as kv
 
+from reconciler import kubekinds
 from reconciler.manager import crdschema
 from reconciler.repo import documents, schemas
 
 RULE = "kube-schema"
 
-# Built-in kinds that are not namespaced (Kubernetes 1.37), by (group, kind).
-CLUSTER_SCOPED = frozenset({
-    ("", "Namespace"), ("", "Node"), ("", "PersistentVolume"), ("", "ComponentStatus"),
-    ("rbac.authorization.k8s.io", "ClusterRole"),
-    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
-    ("apiextensions.k8s.io", "CustomResourceDefinition"),
-    ("apiregistration.k8s.io", "APIService"),
-    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
-    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
-    ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
-    ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"),
-    ("storage.k8s.io", "StorageClass"), ("storage.k8s.io", "CSIDriver"),
-    ("storage.k8s.io", "CSINode"), ("storage.k8s.io", "VolumeAttachment"),
-    ("storage.k8s.io", "VolumeAttributesClass"),
-    ("scheduling.k8s.io", "PriorityClass"), ("node.k8s.io", "RuntimeClass"),
-    ("networking.k8s.io", "IngressClass"), ("networking.k8s.io", "IPAddress"),
-    ("networking.k8s.io", "ServiceCIDR"), ("networking.k8s.io", "ClusterCIDR"),
-    ("resource.k8s.io", "ResourceClass"),
-    ("certificates.k8s.io", "CertificateSigningRequest"),
-    ("certificates.k8s.io", "ClusterTrustBundle"),
-    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
-    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
-    ("resource.k8s.io", "DeviceClass"), ("resource.k8s.io", "ResourceSlice"),
-    ("resource.k8s.io", "DeviceTaintRule"),
-    ("authentication.k8s.io", "TokenReview"), ("authentication.k8s.io", "SelfSubjectReview"),
-    ("authorization.k8s.io", "SubjectAccessReview"),
-    ("authorization.k8s.io", "SelfSubjectAccessReview"),
-    ("authorization.k8s.io", "SelfSubjectRulesReview"),
-    ("storagemigration.k8s.io", "StorageVersionMigration"),
-    ("internal.apiserver.k8s.io", "StorageVersion"),
-})
+# Moved to reconciler.kubekinds, which the adapter and the local cluster's tests share.
+CLUSTER_SCOPED = kubekinds.CLUSTER_SCOPED
+is_builtin_group = kubekinds.is_builtin_group
+namespaced = kubekinds.namespaced
 
 _VERSION_DIR = re.compile(r"^v(\d+\.\d+)\.\d+-local-strict$")
-
-
-def is_builtin_group(group: str) -> bool:
-    """Whether the API group is one Kubernetes serves itself (core, `apps`, `*.k8s.io`)."""
-    return group == "" or "." not in group or group.endswith(".k8s.io")
 
 
 @functools.cache
@@ -82,11 +49,6 @@ def resolve_version(requested: str | None) -> str:
         raise ValueError(f"no schemas for Kubernetes {requested!r}; installed: "
                          f"{versions()[0]} to {versions()[-1]}")
     return match.group(1)
-
-
-def namespaced(*, group: str, kind: str) -> bool:
-    """Whether a built-in kind is namespaced."""
-    return (group, kind) not in CLUSTER_SCOPED
 
 
 def check(manifest: documents.Manifest, *, version: str) -> list[schemas.Finding] | None:

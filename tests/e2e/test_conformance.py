@@ -255,3 +255,77 @@ def test_changing_an_immutable_field_is_422_naming_the_field(api: Api):
          "message": 'Invalid value: {"matchLabels":{"app":"b"}}: field is immutable'}]
     assert body["message"] == ('Deployment.apps "d" is invalid: spec.selector: Invalid value: '
                                '{"matchLabels":{"app":"b"}}: field is immutable')
+
+
+ROLE_PATH = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles"
+
+
+def test_apply_of_an_undeclared_field_of_a_builtin_kind_is_a_typed_patch_500(api: Api):
+    """Built-in kinds are typed by the server's own OpenAPI: an undeclared or wrongly typed
+    field fails building the typed patch, a 500, as it does for custom resources (what
+    `kubectl apply --server-side` shows as `Error from server: failed to create ...`)."""
+    status, body = api.apply(f"{CM_PATH}/bad", {**cm("bad"), "bogus": 1})
+    assert status == 500
+    assert body["message"] == (f"failed to create typed patch object ({NS}/bad; /v1, "
+                               "Kind=ConfigMap): .bogus: field not declared in schema")
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "r", "namespace": NS},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"],
+                       "bogus": "x"}]}
+    status, body = api.apply(f"{ROLE_PATH}/r", role)
+    assert status == 500 and body["message"].endswith(
+        "Kind=Role): .rules[0].bogus: field not declared in schema")
+    wrong = deployment("d", app="a")
+    wrong["spec"]["replicas"] = "two"
+    status, body = api.apply(f"{DEPLOY_PATH}/d", wrong)
+    assert status == 500 and body["message"] == (
+        f"failed to create typed patch object ({NS}/d; apps/v1, Kind=Deployment): "
+        ".spec.replicas: expected numeric (int or float), got string")
+
+
+def test_a_kind_not_served_is_named_a_missing_crd_only_when_it_is_not_built_in(
+        api: Api, any_cluster: ClusterUnderTest) -> None:
+    """The adapter asks for a CRD only for kinds outside Kubernetes' own groups; for a
+    built-in kind it names the versions the cluster does serve."""
+    del api  # the fixture's namespace and CRDs: a cluster in its usual state
+    adapter = kube.connect(kubeconfig=any_cluster.direct_kubeconfig)
+    try:
+        messages = {}
+        for api_version, kind in (("batch/v1beta1", "CronJob"), ("extensions/v1beta1", "Ingress"),
+                                  ("gateway.networking.k8s.io/v1", "Gateway")):
+            with pytest.raises(errors.NotFoundError) as caught:
+                adapter.resource(api_version=api_version, kind=kind)
+            messages[kind] = str(caught.value)
+    finally:
+        adapter.close()
+    assert messages == {
+        "CronJob": "the cluster does not serve kind 'CronJob' in 'batch/v1beta1' "
+                   "(it serves CronJob as 'batch/v1')",
+        "Ingress": "the cluster does not serve kind 'Ingress' in 'extensions/v1beta1', a "
+                   "Kubernetes API (is the API version enabled, or has Kubernetes removed it?)",
+        "Gateway": "the cluster does not serve kind 'Gateway' in "
+                   "'gateway.networking.k8s.io/v1' (is its CRD installed?)",
+    }
+
+
+def test_a_second_manager_conflicts_on_omitted_zeros_and_defaulted_atomic_fields(api: Api):
+    """Applying the same Deployment as another manager conflicts where the stored object is
+    not what was applied: a zero the typed object leaves out (`minReadySeconds: 0`) and an
+    atomic map the server defaulted (`fieldRef` gains `apiVersion: v1`); a status write in
+    between takes neither field from the first manager."""
+    body = deployment("d", app="a")
+    body["spec"]["minReadySeconds"] = 0
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    assert api.apply(f"{DEPLOY_PATH}/d", body, manager="first")[0] == 201
+    status, _ = api("PATCH", f"{DEPLOY_PATH}/d/status", {"status": {"replicas": 0}},
+                    content_type="application/merge-patch+json",
+                    query=[("fieldManager", "status-writer")])
+    assert status == 200
+    status, conflict = api.apply(f"{DEPLOY_PATH}/d", body, manager="second")
+    assert status == 409
+    assert sorted(c["field"] for c in conflict["details"]["causes"]) == [
+        ".spec.minReadySeconds",
+        '.spec.template.spec.containers[name="c"].env[name="POD"].valueFrom.fieldRef']
+    again, same = api.apply(f"{DEPLOY_PATH}/d", body, manager="first")
+    assert again == 200 and "minReadySeconds" not in same["spec"]

@@ -1,12 +1,16 @@
-"""Command line for the real cluster: ``python -m tests.kube build`` or ``... up``.
+"""Command line for the real cluster: ``python -m tests.kube build``, ``... up`` or
+``... discovery``.
 
 ``up`` builds if needed, starts etcd, kube-apiserver and kube-controller-manager, copies
-the kubeconfig to --kubeconfig-out and runs until SIGINT or SIGTERM.
+the kubeconfig to --kubeconfig-out and runs until SIGINT or SIGTERM. ``discovery`` starts
+one, prints its discovery documents as JSON (the local cluster's
+reconciler/localcluster/builtin-kinds-v1.37.json) and stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -14,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import tests.kube
+from tests.kube import _discovery
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--kubeconfig-out", type=Path, required=True, help="write a kubeconfig here")
     up.add_argument("--workdir", type=Path, help="keep logs here (default: a temp dir)")
     up.add_argument("--timeout", type=float, default=60.0, help="start-up timeout, seconds")
+    commands.add_parser("discovery", help="print a fresh server's discovery as JSON")
     args = parser.parse_args(argv)
 
     def log(line: str) -> None:
@@ -38,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         print(bin_dir)
         return 0
+    if args.command == "discovery":
+        return run_discovery(bin_dir=bin_dir, log=log)
     return run_up(
         kubeconfig_out=args.kubeconfig_out,
         workdir=args.workdir,
@@ -45,6 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         log=log,
     )
+
+
+def run_discovery(*, bin_dir: Path, log: Callable[[str], object]) -> int:
+    """Start a cluster, print its discovery as JSON on stdout, stop it."""
+    try:
+        with tests.kube.running(bin_dir=bin_dir, log=log) as cluster:
+            found = _discovery.capture(url=cluster.url, token=cluster.token,
+                                       ca_file=cluster.ca_file)
+    except tests.kube.StartError as exc:
+        log(f"error: {exc}")
+        return 1
+    print(json.dumps(found, indent=1, sort_keys=False))
+    return 0
 
 
 def run_up(

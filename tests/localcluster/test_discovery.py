@@ -59,7 +59,7 @@ def test_aggregated_discovery_request_gets_the_legacy_form(raw: conftest.Raw) ->
 def test_unknown_paths_answer_like_the_real_server(raw: conftest.Raw) -> None:
     """Unknown groups get the mux's 404 text; unknown resources in a served group a Status."""
     assert raw.request("GET", "/apis/nope.example.com/v1/things").status == 404
-    assert raw.request("GET", "/openapi/v2").status == 404
+    assert raw.request("GET", "/openapi/v4").status == 404
     reply = raw.request("GET", "/api/v1/widgets")
     assert reply.status == 404
     assert reply.json()["message"] == "the server could not find the requested resource"

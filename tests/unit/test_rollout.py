@@ -48,6 +48,23 @@ def test_waves_sort_by_wave_then_kind_then_name():
     ]
 
 
+def test_an_object_defined_twice_is_applied_as_its_last_definition(caplog):
+    """As `kubectl apply` of the same files leaves it: the later file wins, every pass the
+    same one (applying both raced, and each pass re-applied the loser)."""
+    first = manifest("ConfigMap", "c", data={"from": "first"})
+    second = documents.Manifest(
+        location=documents.Location(file="later.yaml", document=2, line=7),
+        body={**first.body, "data": {"from": "second"}})
+    other = manifest("ConfigMap", "d")
+    planned = rollout.plan_waves([first, other, second])
+    assert [(m.describe(), m.body.get("data")) for _, group in planned for m in group] == [
+        ("ConfigMap/ran/c", {"from": "second"}), ("ConfigMap/ran/d", None)]
+    assert "ConfigMap/ran/c is defined twice: later.yaml" in caplog.text
+    target = fakes.FakeCluster()
+    assert run(target, [first, other, second]).phase is state.Outcome.SUCCEEDED
+    assert target.applied().count("ConfigMap/ran/c") == 1
+
+
 def test_wave_waits_for_health_and_times_out_naming_the_object():
     """A custom resource that never turns Ready fails its wave at the timeout, by name."""
     target = fakes.FakeCluster()
