@@ -156,7 +156,7 @@ MIX = ((NF, 0.55), (WC, 0.1), (CM, 0.15), (SECRET, 0.05), (SERVICE, 0.1), (DEPLO
 
 def build(root: Path, *, manifests: int, sites: int, rng: random.Random) -> int:
     """Write the corpus; returns the number of manifest documents written."""
-    shutil.copytree(ROOT / "sample-repo" / "crds", root / "crds")
+    shutil.copytree(ROOT / "reconciler" / "data" / "sample-repo" / "crds", root / "crds")
     per_site = max(1, manifests // sites)
     written = 0
     templates = [t for t, _ in MIX]

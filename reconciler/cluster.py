@@ -76,8 +76,29 @@ class Resource:
     namespaced: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One Kubernetes Event the reconciler records (core v1), as its recorder keeps it:
+    `name` is fixed when it is first seen, `count` and `last` move when it recurs."""
+
+    name: str
+    namespace: str  # the regarding object's, or `default` for a cluster-scoped one
+    regarding: ObjectRef
+    type: str  # Normal or Warning
+    reason: str  # Accepted, Aborted, Dropped, Failed, ...
+    message: str
+    first: str  # RFC 3339
+    last: str
+    count: int = 1
+    component: str = "intent-reconciler"
+    instance: str = ""  # the replica (host name or pod)
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
 class Cluster(Protocol):
-    """Apply, get, list by label, delete, discovery. Errors are errors.ClusterError."""
+    """Apply, get, list by label, delete, discovery; and for the reconciler's own objects
+    (its state, its Leases) create and update with optimistic concurrency, and the Events
+    it records. Errors are errors.ClusterError."""
 
     def resource(self, *, api_version: str, kind: str) -> Resource:
         """The kind's resource; NotFoundError when the cluster does not serve it,
@@ -107,4 +128,20 @@ class Cluster(Protocol):
         """Delete the object; False when it was already gone. `foreground`: the object
         stays, being deleted, until the garbage collector has deleted its dependents (a
         Job's pods); otherwise they are deleted after it, in the background."""
+        ...
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create `obj` (POST) and return it as stored, with its resourceVersion;
+        VersionConflictError when it exists already."""
+        ...
+
+    def update(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace `obj` (PUT) only if its `metadata.resourceVersion` is still the live
+        one, and return it as stored; VersionConflictError when another writer changed it
+        since it was read, NotFoundError when it is gone."""
+        ...
+
+    def record_event(self, event: Event) -> None:
+        """Record `event`: created the first time (count 1), else its count, last time
+        and message patched (created again when it is gone: Events expire)."""
         ...

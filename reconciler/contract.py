@@ -5,9 +5,12 @@ Every other module imports these names from here; nothing else spells them out.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 from pathlib import Path, PurePosixPath
+
+from reconciler import errors
 
 # Annotations the manager puts on manifests.
 ANNOTATION_PREFIX = "reconciler.dev/"
@@ -49,6 +52,15 @@ CACHE_DIR_NAME = ".git-cache"  # inside the state dir unless --cache-dir says ot
 DEFAULT_CACHE_DIR = DEFAULT_STATE_DIR / CACHE_DIR_NAME
 DEFAULT_BRANCH = "main"
 
+# What deploy/ installs (docs/deploy.md): the names a permission error and `reconciler rbac`
+# cite. SITE_CLUSTER_ROLE grants the kinds the sites' manifests hold (`reconciler rbac`
+# prints it); OWN_ROLE is the reconciler's own: a Role in its namespace (the state
+# ConfigMaps, the Leases) and a ClusterRole (Events).
+DEPLOY_NAMESPACE = "reconciler-system"
+SERVICE_ACCOUNT = "intent-reconciler"
+SITE_CLUSTER_ROLE = "intent-reconciler-site"
+OWN_ROLE = "intent-reconciler"
+
 SITE_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 
 
@@ -67,20 +79,26 @@ def manifests_dir(site: str) -> PurePosixPath:
     return site_dir(site) / MANIFESTS_DIR
 
 
-def home() -> Path:
-    """Where the shipped data (schemas/, sample-repo/) lives.
+def data_dir() -> Path:
+    """The data shipped inside the package, `reconciler/data/`: the JSON Schemas and the
+    sample repository.
 
-    `RECONCILER_HOME` in the container image; the source checkout otherwise.
+    Found through importlib.resources, so it is there wherever the package is installed:
+    a wheel, a Git URL, the container image, an editable checkout.
     """
-    env = os.environ.get("RECONCILER_HOME")
-    return Path(env) if env else Path(__file__).resolve().parent.parent
+    found = importlib.resources.files("reconciler") / "data"
+    if not isinstance(found, Path):  # a zipped install: the demo needs real folders
+        raise errors.ReconcilerError(
+            f"reconciler's data is not on the file system ({found}); install the package "
+            "unzipped (pip does)")
+    return found
 
 
 def schemas_dir() -> Path:
     """The folder of JSON Schemas: intent, state, and the sample kinds."""
-    return home() / "schemas"
+    return data_dir() / "schemas"
 
 
 def sample_repo_dir() -> Path:
     """The telco sample repository the demo and the tests start from."""
-    return home() / "sample-repo"
+    return data_dir() / "sample-repo"

@@ -24,6 +24,7 @@ import git
 from reconciler import contract, kube, localcluster
 from reconciler.localcluster import controllers
 from reconciler.manager import plan, publish
+from reconciler.repo import source
 from reconciler.site import agent, pipeline, report, state
 
 SITE = "edge-sfo-01"
@@ -207,10 +208,10 @@ def run(*, workdir: Path | None = None, ready_delay: float = 1.0, verbose: bool 
 
 def _make_repository(root: Path) -> tuple[Path, git.Repo]:
     bare = root / "fleet.git"
-    git.Repo.init(bare, bare=True, initial_branch=contract.DEFAULT_BRANCH)
+    source.Repo.init(bare, bare=True, initial_branch=contract.DEFAULT_BRANCH)
     work = root / "manager"
     shutil.copytree(contract.sample_repo_dir(), work)
-    manager = git.Repo.init(work, initial_branch=contract.DEFAULT_BRANCH)
+    manager = source.Repo.init(work, initial_branch=contract.DEFAULT_BRANCH)
     with manager.config_writer() as config:  # `intent publish` commits as the manager
         config.set_value("user", "name", _MANAGER.name)
         config.set_value("user", "email", _MANAGER.email)

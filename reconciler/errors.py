@@ -65,6 +65,29 @@ class StateLockedError(StateError):
     """Another reconciler holds the site's state lock."""
 
 
+class StateConflictError(StateError):
+    """The stored state changed since this reconciler read it: another writer saved it.
+
+    Never overwritten: the pass fails, and the state is read again before the next one.
+    """
+
+    retryable = True
+
+
+class StateLostError(StateError):
+    """The store holds no state for a site the cluster shows was reconciled before.
+
+    Adopting the repository's head silently would forget the history guard and the
+    superseded intent ids; `--adopt` says a person checked and wants exactly that.
+    """
+
+
+class NotLeaderError(StateError):
+    """This replica does not hold the site's Lease (any more): it must not write."""
+
+    retryable = True
+
+
 @dataclasses.dataclass(frozen=True)
 class Cause:
     """One entry of a Kubernetes Status's `details.causes`: what went wrong, and where.
@@ -131,8 +154,37 @@ class ConflictError(ApplyError):
         self.managers = managers
 
 
+class VersionConflictError(ClusterError):
+    """A create or update met another writer (409): the object already exists, or it
+    changed since it was read (a stale `metadata.resourceVersion`). Read it again."""
+
+
 class NotFoundError(ClusterError):
     """The object or its kind does not exist on the cluster."""
+
+
+class ForbiddenError(ClusterError):
+    """The API server refused a request for want of permission (403): the reconciler's
+    account may not `verbs` the `resource` of API `group`.
+
+    `verbs` are what the request needed as RBAC spells them (a server-side apply needs
+    `patch`, and `create` for an object that does not exist yet), `group` and `resource`
+    (the plural) come from the Status's details; `role` names the role deploy/ installs
+    that should grant them. Not retryable: it heals only when someone widens the role.
+    """
+
+    def __init__(self, message: str, *, verbs: tuple[str, ...], group: str | None,
+                 resource: str | None, name: str | None = None, role: str = "",
+                 status: int | None = 403, reason: str | None = None,
+                 details: Mapping[str, Any] | None = None,
+                 causes: tuple[Cause, ...] = ()) -> None:
+        super().__init__(message, retryable=False, status=status, reason=reason,
+                         details=details, causes=causes)
+        self.verbs = verbs
+        self.group = group
+        self.resource = resource
+        self.name = name
+        self.role = role
 
 
 class GroupUnavailableError(ClusterError):

@@ -21,37 +21,81 @@ import kubernetes.client
 import kubernetes.config
 import urllib3
 
-from reconciler import cluster, contract, errors
+from reconciler import cluster, contract, errors, kubekinds
 
 _TIMEOUT = (5.0, 30.0)  # connect, read: seconds
 _ECHOED_VALUE = re.compile(r'(Invalid value: )("(?:[^"\\]|\\.)*"|\S+)')
 
 
+def _not_served(api_version: str, kind: str, *,
+                served: Mapping[tuple[str, str], cluster.Resource] | None) -> str:
+    """Why discovery has no such kind: a CRD not installed, or for a kind of Kubernetes'
+    own groups, an API version this cluster does not serve (removed, or not enabled)."""
+    group = api_version.rpartition("/")[0]
+    text = f"the cluster does not serve kind {kind!r} in {api_version!r}"
+    if not kubekinds.serves_itself(group):
+        return f"{text} (is its CRD installed?)"
+    others = sorted(gv for gv, k in served or {} if k == kind and gv.rpartition("/")[0] == group)
+    if others:
+        return f"{text} (it serves {kind} as {', '.join(repr(gv) for gv in others)})"
+    return f"{text}, a Kubernetes API (is the API version enabled, or has Kubernetes removed it?)"
+
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+SERVICE_ACCOUNT_DIR_ENV = "RECONCILER_SERVICEACCOUNT_DIR"
+
+
+def service_account_dir() -> Path:
+    """Where the pod's service account is mounted (`token`, `ca.crt`, `namespace`):
+    SERVICE_ACCOUNT_DIR, or $RECONCILER_SERVICEACCOUNT_DIR for tests and unusual mounts."""
+    return Path(os.environ.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR)
+
+
 def connect(*, kubeconfig: Path | None = None, context: str | None = None,
-            force_conflicts: bool = False) -> KubeCluster:
-    """A cluster from `--kubeconfig`, `$KUBECONFIG`, `~/.kube/config`, or in-cluster config."""
+            force_conflicts: bool = False, user_agent: str | None = None) -> KubeCluster:
+    """A cluster from `--kubeconfig`, `$KUBECONFIG`, `~/.kube/config`, or in-cluster config.
+    `user_agent` names the replica in the API server's audit log (`run` with leases).
+
+    In-cluster (no kubeconfig, $KUBERNETES_SERVICE_HOST set, as in every pod) the server is
+    https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, authenticated by the
+    service account's token and verified by its `ca.crt` (service_account_dir()); the
+    token is read again every minute, as the kubelet rotates a projected one."""
     configuration = kubernetes.client.Configuration()
     path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG", "")
     default = Path.home() / ".kube" / "config"
+    in_cluster = not path and not default.exists() and bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST"))
+    account = service_account_dir()
     try:
-        if not path and not default.exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        if in_cluster:
+            kubernetes.config.incluster_config.InClusterConfigLoader(
+                token_filename=str(account / "token"), cert_filename=str(account / "ca.crt"),
+            ).load_and_set(client_configuration=configuration)
         else:
             kubernetes.config.load_kube_config(
                 config_file=path or str(default), context=context,
                 client_configuration=configuration, persist_config=False,
             )
     except (kubernetes.config.ConfigException, OSError, TypeError, ValueError) as exc:
+        if in_cluster:
+            raise errors.UsageError(
+                f"cannot load the in-cluster config (KUBERNETES_SERVICE_HOST and _PORT, the "
+                f"service account's token and ca.crt in {account}): {exc}") from exc
         where = path or str(default)
         raise errors.UsageError(f"cannot load cluster config from {where}: {exc}") from exc
-    return KubeCluster(kubernetes.client.ApiClient(configuration), force_conflicts=force_conflicts)
+    return KubeCluster(kubernetes.client.ApiClient(configuration), force_conflicts=force_conflicts,
+                       user_agent=user_agent)
 
 
 class KubeCluster:
     """The Cluster port over a kubernetes ApiClient."""
 
-    def __init__(self, api: kubernetes.client.ApiClient, *, force_conflicts: bool = False) -> None:
+    def __init__(self, api: kubernetes.client.ApiClient, *, force_conflicts: bool = False,
+                 user_agent: str | None = None) -> None:
         self._api = api
+        if user_agent is not None:
+            # The client's default header wins over a request's own User-Agent.
+            api.user_agent = user_agent
         self._force_conflicts = force_conflicts
         self._lock = threading.Lock()
         self._resources: dict[tuple[str, str], cluster.Resource] | None = None
@@ -132,6 +176,8 @@ class KubeCluster:
         text = f"{what} {action} failed: {message or f'HTTP {status}'}"
         if status == 404:
             return errors.NotFoundError(text, **payload)
+        if status == 403:
+            return _forbidden(text, action=action, **payload)
         if status == 409 and action == "apply":
             return errors.ConflictError(
                 text + " (another field manager owns these fields; --force-conflicts takes them)",
@@ -251,10 +297,8 @@ class KubeCluster:
                 f"cannot serve it now: {why}", group_version=api_version, why=why,
             )
         if found is None:
-            raise errors.NotFoundError(
-                f"the cluster does not serve kind {kind!r} in {api_version!r} "
-                "(is its CRD installed?)", retryable=True,
-            )
+            raise errors.NotFoundError(_not_served(api_version, kind, served=self._resources),
+                                       retryable=True)
         return found
 
     def _path(self, res: cluster.Resource, namespace: str | None, name: str | None = None) -> str:
@@ -335,8 +379,72 @@ class KubeCluster:
             raise self._fail(status, data, what=str(ref), action="delete")
         return True
 
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        return self._write("POST", obj, action="create", ok=(200, 201))
+
+    def update(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        return self._write("PUT", obj, action="update", ok=(200,))
+
+    def _write(self, method: str, obj: Mapping[str, Any], *, action: str,
+               ok: tuple[int, ...]) -> dict[str, Any]:
+        """POST or PUT of a whole object; a 409 (AlreadyExists, or Conflict on a stale
+        resourceVersion) is VersionConflictError: another writer came first."""
+        ref = cluster.ObjectRef.of(obj)
+        res = self.resource(api_version=ref.api_version, kind=ref.kind)
+        path = self._path(res, ref.namespace, ref.name if method == "PUT" else None)
+        status, data = self._request(method, path, body=dict(obj), what=str(ref))
+        if status == 409:
+            failed = self._fail(status, data, what=str(ref), action=action)
+            raise errors.VersionConflictError(
+                f"{failed} (another writer came first)", status=status,
+                reason=failed.reason, details=failed.details, causes=failed.causes)
+        if status not in ok:
+            raise self._fail(status, data, what=str(ref), action=action)
+        result: dict[str, Any] = data
+        return result
+
+    def record_event(self, event: cluster.Event) -> None:
+        """A core v1 Event: POST the first time; then a merge patch of its count, last
+        time and message (what client-go's recorder sends), or a POST again when it is
+        gone (Events expire after an hour by default)."""
+        path = f"/api/v1/namespaces/{urllib.parse.quote(event.namespace)}/events"
+        what = f"Event/{event.namespace}/{event.name}"
+        if event.count > 1:
+            status, data = self._request(
+                "PATCH", f"{path}/{urllib.parse.quote(event.name)}", what=what,
+                body={"count": event.count, "lastTimestamp": event.last,
+                      "message": event.message},
+                content_type="application/merge-patch+json")
+            if status == 200:
+                return
+            if status != 404:
+                raise self._fail(status, data, what=what, action="patch")
+        status, data = self._request("POST", path, body=_event_body(event), what=what)
+        if status not in (200, 201):
+            raise self._fail(status, data, what=what, action="create")
+
     def close(self) -> None:
         self._api.close()
+
+
+def _event_body(event: cluster.Event) -> dict[str, Any]:
+    """The core v1 Event for `event`, as client-go's recorder writes one."""
+    regarding = event.regarding
+    involved = {"apiVersion": regarding.api_version, "kind": regarding.kind,
+                "name": regarding.name}
+    if regarding.namespace:
+        involved["namespace"] = regarding.namespace
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": event.name, "namespace": event.namespace,
+                     "labels": dict(event.labels)},
+        "involvedObject": involved, "type": event.type, "reason": event.reason,
+        "message": event.message, "count": event.count,
+        "firstTimestamp": event.first, "lastTimestamp": event.last,
+        "source": {"component": event.component,
+                   **({"host": event.instance} if event.instance else {})},
+        "reportingComponent": event.component, "reportingInstance": event.instance,
+    }
 
 
 def _tls_problem(error: BaseException) -> str:
@@ -348,6 +456,57 @@ def _tls_problem(error: BaseException) -> str:
     if isinstance(inner, ssl.SSLError) and inner.reason:
         return str(inner.reason)
     return type(inner).__name__
+
+
+# --- permission errors ---------------------------------------------------------------------
+
+# What each action of the adapter asks RBAC for. A server-side apply is a PATCH that
+# creates the object when it does not exist yet, and the server then checks `create`.
+_ACTION_VERBS = {"apply": ("create", "patch"), "delete": ("delete",), "create": ("create",),
+                 "update": ("update",)}
+# What the reconciler reads and writes for itself (deploy/'s Role and ClusterRole
+# contract.OWN_ROLE): its Leases, and the Events it records. Everything else it touches
+# is a site's object, granted by contract.SITE_CLUSTER_ROLE.
+_OWN_RESOURCES = frozenset({("coordination.k8s.io", "leases"), ("", "events"),
+                            ("events.k8s.io", "events")})
+
+
+def _forbidden(text: str, *, action: str, status: int, reason: str | None,
+               details: Mapping[str, Any] | None,
+               causes: tuple[errors.Cause, ...]) -> errors.ForbiddenError:
+    """The error for a 403: the verbs the request needed and the resource, from the
+    Status's details (apimachinery's NewForbidden puts the resource's plural in
+    `details.kind` and its group in `details.group`, absent for the core group), and the
+    role that should grant them, with the command that prints a site's rules."""
+    group = _text((details or {}).get("group")) or ""
+    resource = _text((details or {}).get("kind"))
+    name = _text((details or {}).get("name"))
+    if action == "read":
+        verbs: tuple[str, ...] = ("get",) if name else ("list",)
+    else:
+        verbs = _ACTION_VERBS.get(action, (action,))
+    wanted = " and ".join(verbs)
+    if resource is None:
+        role = contract.SITE_CLUSTER_ROLE
+        hint = (f"the reconciler's service account lacks a permission: widen the ClusterRole "
+                f"{role} (`reconciler rbac --site SITE` prints the rules a site's manifests "
+                "need)")
+    else:
+        shown = f"{resource}.{group}" if group else resource
+        if (group, resource) in _OWN_RESOURCES:
+            role = contract.OWN_ROLE
+            hint = (f"the reconciler needs {wanted} on {shown} for its own work: grant it "
+                    f"in the Role and ClusterRole {role} that deploy/ installs")
+        else:
+            role = contract.SITE_CLUSTER_ROLE
+            where = f'API group "{group}"' if group else "the core API group"
+            hint = (f"the reconciler needs {wanted} on {shown} ({where}): add "
+                    f"{'it' if len(verbs) == 1 else 'them'} to the ClusterRole {role}; "
+                    "`reconciler rbac --site SITE` prints every rule a site's manifests "
+                    "need")
+    return errors.ForbiddenError(f"{text} ({hint})", verbs=verbs, group=group,
+                                 resource=resource, name=name, role=role, status=status,
+                                 reason=reason, details=details, causes=causes)
 
 
 # --- the Status payload -------------------------------------------------------------------

@@ -12,6 +12,7 @@ CORE_KINDS = {
     ("v1", "Namespace"): False, ("v1", "ConfigMap"): True, ("v1", "Secret"): True,
     ("v1", "ServiceAccount"): True, ("v1", "Service"): True, ("apps/v1", "Deployment"): True,
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): False, ("batch/v1", "Job"): True,
+    ("coordination.k8s.io/v1", "Lease"): True,
 }
 
 
@@ -35,6 +36,8 @@ class FakeCluster:
         self.not_ready: set[str] = set()  # "Kind/ns/name" of custom resources kept unready
         self.unavailable: dict[str, str] = {}  # group version -> the server's reason
         self.deletes: list[tuple[str, bool]] = []  # ("Kind/ns/name", foreground)
+        self.events: dict[tuple[str, str], cluster.Event] = {}  # (namespace, name) -> Event
+        self.event_writes: list[tuple[str, str]] = []  # ("create" | "patch", name)
         self._version = 0
 
     def resource(self, *, api_version: str, kind: str) -> cluster.Resource:
@@ -111,16 +114,67 @@ class FakeCluster:
              namespace: str | None = None) -> list[dict[str, Any]]:
         self.calls.append(("list", kind))
         self._check_available(api_version, kind)
-        key, _, value = label_selector.partition("=")
+        key, equals, value = label_selector.partition("=")  # `key=value`, or `key` (exists)
         return [copy.deepcopy(o) for r, o in self.objects.items()
                 if (r.api_version, r.kind) == (api_version, kind)
-                and o["metadata"].get("labels", {}).get(key) == value]
+                and (namespace is None or r.namespace == namespace)
+                and key in o["metadata"].get("labels", {})
+                and (not equals or o["metadata"]["labels"][key] == value)]
 
     def delete(self, ref: cluster.ObjectRef, *, foreground: bool = False) -> bool:
         self.calls.append(("delete", str(ref)))
         self.deletes.append((str(ref), foreground))
         self._check_available(ref.api_version, ref.kind)
         return self.objects.pop(ref, None) is not None
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """POST: stored with a new resourceVersion; 409 when the object exists."""
+        ref = cluster.ObjectRef.of(obj)
+        self.resource(api_version=ref.api_version, kind=ref.kind)
+        self.calls.append(("create", str(ref)))
+        if str(ref) in self.fail:
+            raise self.fail[str(ref)]
+        if ref in self.objects:
+            raise errors.VersionConflictError(f"{ref} create failed: already exists",
+                                              status=409, reason="AlreadyExists")
+        if (obj.get("metadata") or {}).get("resourceVersion"):
+            raise errors.ClusterError(f"{ref} create failed: resourceVersion should not be "
+                                      "set on objects to be created", status=500)
+        return self._store(ref, obj)
+
+    def update(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT: only over the live resourceVersion (409 Conflict otherwise); 404 when gone."""
+        ref = cluster.ObjectRef.of(obj)
+        self.resource(api_version=ref.api_version, kind=ref.kind)
+        self.calls.append(("update", str(ref)))
+        if str(ref) in self.fail:
+            raise self.fail[str(ref)]
+        live = self.objects.get(ref)
+        if live is None:
+            raise errors.NotFoundError(f"{ref} update failed: not found", status=404,
+                                       reason="NotFound")
+        wanted = (obj.get("metadata") or {}).get("resourceVersion")
+        if wanted != live["metadata"]["resourceVersion"]:
+            raise errors.VersionConflictError(
+                f"{ref} update failed: the object has been modified; please apply your "
+                "changes to the latest version and try again", status=409, reason="Conflict")
+        return self._store(ref, obj)
+
+    def record_event(self, event: cluster.Event) -> None:
+        """Kept as recorded: created the first time, patched when it recurs."""
+        self.calls.append(("event", f"{event.reason}/{event.name}"))
+        if "events" in self.fail:
+            raise self.fail["events"]
+        key = (event.namespace, event.name)
+        self.event_writes.append(("patch" if key in self.events else "create", event.name))
+        self.events[key] = event
+
+    def _store(self, ref: cluster.ObjectRef, obj: Mapping[str, Any]) -> dict[str, Any]:
+        stored = copy.deepcopy(dict(obj))
+        self._version += 1
+        stored.setdefault("metadata", {})["resourceVersion"] = str(self._version)
+        self.objects[ref] = stored
+        return copy.deepcopy(stored)
 
     def applied(self) -> list[str]:
         """Every object an apply was sent for, in order."""

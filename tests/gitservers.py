@@ -114,14 +114,22 @@ class _ThreadingServer(simple_server.WSGIServer):
 
 
 @contextlib.contextmanager
-def git_http(base: Path, *, user: str | None = None,
-             password: str | None = None) -> Iterator[str]:
-    """Smart HTTP over `git http-backend`; yields `http://127.0.0.1:PORT`."""
+def git_http(base: Path, *, user: str | None = None, password: str | None = None,
+             delay: float = 0.0, seen: list[str] | None = None) -> Iterator[str]:
+    """Smart HTTP over `git http-backend`; yields `http://127.0.0.1:PORT`.
+
+    `delay` seconds pass before each answer (so a client stays running long enough to be
+    looked at); `seen`, when given, collects each request's Authorization header.
+    """
     expected = None
     if user is not None:
         expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if seen is not None:
+            seen.append(environ.get("HTTP_AUTHORIZATION", ""))
+        if delay:
+            threading.Event().wait(delay)
         if expected and environ.get("HTTP_AUTHORIZATION") != expected:
             start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="git"')])
             return [b"unauthorized\n"]
@@ -136,6 +144,8 @@ def git_http(base: Path, *, user: str | None = None,
             "CONTENT_LENGTH": str(len(body)), "REMOTE_ADDR": "127.0.0.1",
             "HTTP_GIT_PROTOCOL": environ.get("HTTP_GIT_PROTOCOL", ""),
         }
+        if expected:
+            env["REMOTE_USER"] = str(user)  # http-backend takes pushes from a known user only
         done = subprocess.run(["git", "http-backend"], input=body, env=env,
                               capture_output=True, check=False)
         head, _, payload = done.stdout.partition(b"\r\n\r\n")
@@ -159,3 +169,36 @@ def git_http(base: Path, *, user: str | None = None,
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP server on loopback that accepts every connection and never sends a byte (a
+    remote that hangs); yields its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port: int = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)  # kept open, never answered
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        done.set()
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in progress
+        listener.close()
+        thread.join(timeout=5)
+        for connection in held:
+            connection.close()

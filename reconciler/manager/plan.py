@@ -21,7 +21,7 @@ from typing import Any
 
 import git
 
-from reconciler import cluster, contract, errors
+from reconciler import cluster, contract, errors, kubekinds
 from reconciler.manager import crdschema, kubeschema
 from reconciler.repo import bundle, documents, schemas, source
 from reconciler.repo import tree as trees
@@ -42,6 +42,7 @@ class Options:
     state_dir: Path = contract.DEFAULT_STATE_DIR
     cache_dir: Path | None = None
     limits: bundle.Limits = dataclasses.field(default_factory=bundle.Limits)  # as sync reads
+    access: source.Access = dataclasses.field(default_factory=source.Access)  # as sync fetches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,8 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
     store = state.FileStateStore(state_dir=options.state_dir, site=options.site)
     current = store.load()  # read only: no lock, the file is replaced atomically
     cache_dir = options.cache_dir or default_cache_dir()
-    repo = source.Source(url=options.url, branch=options.ref, cache_dir=cache_dir)
+    repo = source.Source(url=options.url, branch=options.ref, cache_dir=cache_dir,
+                         access=options.access)
     revision = repo.fetch_ref(options.ref)
     base = Plan(site=options.site, ref=options.ref, commit=revision.sha,
                 subject=revision.subject, compared_with=LIVE if target else INVENTORY,
@@ -332,7 +334,8 @@ class _Scope:
             return ref
         group = ref.group
         namespaced = self._catalog.namespaced(group=group, kind=ref.kind)
-        if namespaced is None and kubeschema.is_builtin_group(group):
+        # Exact: a CRD group such as gateway.networking.k8s.io is not Kubernetes' own.
+        if namespaced is None and kubekinds.serves_itself(group):
             namespaced = kubeschema.namespaced(group=group, kind=ref.kind)
         if namespaced is None:
             # A custom kind whose CRD is installed some other way: where the site applied

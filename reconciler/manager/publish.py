@@ -31,7 +31,7 @@ import git
 from ruamel import yaml as ruamel_yaml
 from ruamel.yaml import error as yaml_error
 
-from reconciler import contract, errors
+from reconciler import contract, durations, errors
 from reconciler.manager import stamp, validate
 from reconciler.repo import bundle, documents, schemas, source
 from reconciler.repo import tree as trees
@@ -74,6 +74,8 @@ class Options:
     dry_run: bool = False
     # What sync reads: --max-file-size and --max-site-size, refused before anything is written.
     limits: bundle.Limits = dataclasses.field(default_factory=bundle.Limits)
+    # How the push reaches the remote: credentials file, ssh key, known_hosts, timeout.
+    access: source.Access = dataclasses.field(default_factory=source.Access)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +260,8 @@ def publish(*, options: Options,
     changes.append(FileChange(path=str(intent_path), before=working_bytes, after=intent_after))
     message = (f"{options.message.strip()}\n\n{contract.TRAILER_INTENT_ID}: {intent_id}\n"
                f"{contract.TRAILER_SITE}: {site}\n")
-    target = _push_target(repo, remote=options.remote) if options.push else None
+    target = (_push_target(repo, remote=options.remote, access=options.access)
+              if options.push else None)
     published = Published(site=site, intent_id=intent_id, sequence=sequence,
                           description=description, previous_id=current_id,
                           previous_sequence=current_sequence, message=message,
@@ -280,7 +283,7 @@ def publish(*, options: Options,
     published = dataclasses.replace(published, commit=sha, signed=signed)
     log.info("%s: committed %s%s", site, sha[:12], " (signed)" if signed else "")
     if target is not None:
-        _push(repo, target=target, published=published)
+        _push(repo, target=target, published=published, access=options.access)
         published = dataclasses.replace(published, pushed=target)
         log.info("%s: pushed to %s (%s) %s", site, target.remote, target.url, target.ref)
     return published
@@ -291,7 +294,7 @@ def publish(*, options: Options,
 
 def _open(path: Path) -> git.Repo:
     try:
-        repo = git.Repo(path, search_parent_directories=True)
+        repo = source.Repo(path, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
         raise errors.UsageError(f"{path}: not a Git work tree (--repo names the checkout "
                                 f"of the fleet repository)") from exc
@@ -427,8 +430,9 @@ def _write_intent(data: bytes | None, *, site: str, intent_id: str, sequence: in
     return after
 
 
-def _push_target(repo: git.Repo, *, remote: str | None) -> PushTarget:
-    """The remote and ref to push to, checked before anything is committed."""
+def _push_target(repo: git.Repo, *, remote: str | None, access: source.Access) -> PushTarget:
+    """The remote and ref to push to, checked before anything is committed: a push URL
+    that carries credentials, or an access file that cannot serve, is refused."""
     try:
         branch = repo.active_branch
     except TypeError as exc:
@@ -448,7 +452,16 @@ def _push_target(repo: git.Repo, *, remote: str | None) -> PushTarget:
         raise errors.UsageError(f"no remote named {remote!r} to push to (remotes: "
                                 f"{', '.join(names) or 'none'}); pass --remote")
     url = source.redact_url(repo.remote(remote).url)
+    for push_url in _push_urls(repo, remote=remote):
+        source.check_url(push_url)
+    access.check()
     return PushTarget(remote=remote, url=url, ref=ref)
+
+
+def _push_urls(repo: git.Repo, *, remote: str) -> list[str]:
+    """Where `git push <remote>` goes: its pushurls, else its url, rewritten as git does."""
+    return _git(repo, "remote", "get-url", "--push", "--all", remote,
+                what=f"reading remote {remote}'s push URL").splitlines()
 
 
 def _site_refusals(*, root: Path, site: str, limits: bundle.Limits) -> list[schemas.Finding]:
@@ -545,15 +558,25 @@ def _ref_status(porcelain: str, *, ref: str) -> _RefStatus | None:
     return None
 
 
-def _push(repo: git.Repo, *, target: PushTarget, published: Published) -> None:
+def _push(repo: git.Repo, *, target: PushTarget, published: Published,
+          access: source.Access) -> None:
     sha = published.commit or "HEAD"
     retry = f"git push {target.remote} HEAD:{target.ref}"
-    with repo.git.custom_environment(**source.git_environment(repo)):
-        # Status and output, not a GitCommandError: nothing to chain that holds git's raw
-        # stderr, which can carry the remote URL's token.
-        status, out, err = repo.git.push(
-            "--porcelain", target.remote, f"HEAD:{target.ref}",
-            with_extended_output=True, with_exceptions=False)
+    urls = _push_urls(repo, remote=target.remote)
+    # As fetch runs: source's environment and run_remote() (a timeout, a process group
+    # that dies with this one).
+    done = source.run_remote(
+        ["push", "--porcelain", target.remote, f"HEAD:{target.ref}"],
+        cwd=Path(str(repo.working_tree_dir)),
+        env=source.git_environment(repo, url=urls[0] if urls else None, access=access),
+        timeout=access.timeout)
+    if done.timed_out:
+        raise PushError(
+            f"push to {target.remote} ({target.url}) timed out after "
+            f"{durations.format_seconds(access.timeout)} (--git-timeout): the remote did not "
+            f"answer in time. The intent commit {sha[:12]} stays in the local branch: push "
+            f"it with {retry}", published=published)
+    status, out, err = done.status, done.stdout, done.stderr
     if status == 0:
         return
     ref_status = _ref_status(out, ref=target.ref)
@@ -566,7 +589,8 @@ def _push(repo: git.Repo, *, target: PushTarget, published: Published) -> None:
             f"{target.remote} {branch}), check nobody published a newer intent for "
             f"{published.site} meanwhile, then push ({retry})",
             published=published)
-    detail = source.clean_git_error(err, status=status).rstrip(".")
+    detail = source.describe_failure(err, status=status, url=urls[0] if urls else "",
+                                     access=access).rstrip(".")
     if ref_status is not None and ref_status.flag == "!":
         detail = f"{ref_status.summary}; {detail}"  # e.g. [remote rejected] (hook declined)
     raise PushError(f"push to {target.remote} ({target.url}) failed: {detail}. The intent "

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reconciler.manager import plan as plans
-from reconciler.manager import publish, validate
+from reconciler.manager import publish, rbac, validate
 from reconciler.repo import documents
 from reconciler.site import fence, prune, state
 
@@ -256,3 +256,35 @@ def publish_json(result: publish.Published) -> str:
     if result.dry_run:
         body["diff"] = result.diff()
     return json.dumps(body, indent=2)
+
+
+# --- rbac ----------------------------------------------------------------------------------
+
+
+def rbac_yaml(result: rbac.Result) -> str:
+    """The ClusterRole and its binding as YAML for `kubectl apply -f -`, with a comment that
+    says which sites it is for and which resources were guessed."""
+    import io
+
+    from ruamel import yaml as ruamel_yaml
+
+    sites = " ".join(f"--site {site}" for site in result.sites)
+    out = io.StringIO()
+    out.write(f"# Made by `reconciler rbac {sites} {result.root}`: what the service account\n"
+              f"# {result.namespace}/{result.service_account} needs for the objects of "
+              f"{'this site' if len(result.sites) == 1 else 'these sites'}.\n")
+    for kind in result.guessed:
+        out.write(f"# {kind.api_version} {kind.kind} ({kind.first_seen}): no CRD in the "
+                  f"repository defines it; its resource is guessed as {kind.resource!r}\n")
+    dumper = ruamel_yaml.YAML(typ="rt")
+    dumper.default_flow_style = False
+    dumper.indent(mapping=2, sequence=4, offset=2)
+    dumper.dump_all(rbac.manifests(result), out)
+    return out.getvalue().rstrip("\n")
+
+
+def rbac_json(result: rbac.Result) -> str:
+    """The ClusterRole and its binding as a v1 List, which `kubectl apply -f -` takes."""
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac.manifests(result)},
+                      indent=2)
+

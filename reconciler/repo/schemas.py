@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 
-from reconciler import contract
+from reconciler import contract, durations
 from reconciler.repo import documents
 
 INTENT_SCHEMA = "intent.schema.json"
@@ -108,7 +108,22 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     schema = load_schema(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return cls(schema, format_checker=_format_checker(cls.FORMAT_CHECKER))
+
+
+def _format_checker(base: jsonschema.FormatChecker) -> jsonschema.FormatChecker:
+    """The draft's formats, plus `duration`: the one duration parser, durations.parse()."""
+    checker = jsonschema.FormatChecker(formats=())
+    checker.checkers = dict(base.checkers)
+    checker.checks("duration", raises=ValueError)(_is_duration)
+    return checker
+
+
+def _is_duration(instance: object) -> bool:
+    """The `duration` format: durations.parse() accepts it (its ValueError says why not)."""
+    if isinstance(instance, str | int | float):
+        durations.parse(instance)
+    return True  # another type is the `type` keyword's to report
 
 
 @functools.cache
@@ -152,6 +167,8 @@ def findings_of(validator: jsonschema.protocols.Validator, document: Any, *,
                                  object=obj, keys=(*keys, name)) for name in extra)
             continue
         message = error.message
+        if error.validator == "format" and error.cause is not None:
+            message = str(error.cause)  # the parser's own words: what is wrong, what to write
         if redact:
             message = (f"breaks the schema's {error.validator!r} rule "
                        f"({_short(error.validator_value)}); the value is not shown")

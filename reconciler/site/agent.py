@@ -26,20 +26,22 @@ has begun. A drain that ends with no apply in flight records the intent as usual
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from reconciler import cluster, errors
 from reconciler.repo import source
 from reconciler.site import abort as aborts
-from reconciler.site import fence, pipeline, state
+from reconciler.site import control, fence, kubestate, observe, pipeline, state
+from reconciler.site import lease as leases
 
 log = logging.getLogger("reconciler.site.agent")
 
@@ -53,12 +55,14 @@ class Agent:
         self,
         *,
         options: pipeline.Options,
-        store: state.FileStateStore,
+        store: state.StateStore,
         target: cluster.Cluster,
         interval: float = 30.0,
         jitter: float = 0.1,
         watch_files: bool = True,
         rng: Callable[[], float] = random.random,  # injected by tests
+        observer: observe.Observer = observe.ignore,  # metrics, Events, probes
+        control_channel: control.Channel | None = None,  # reconcile, suspend, resume
     ) -> None:
         self.options = options
         self.target = target
@@ -66,9 +70,13 @@ class Agent:
         self.jitter = jitter
         self.watch_files = watch_files
         self._rng = rng
+        self.observer = observer
         self.box = pipeline.SiteBox(store)
+        # `reconciler reconcile|suspend|resume`: read each loop (site/control.py)
+        self._follower = None if control_channel is None else control.Follower(
+            control_channel, suspended=self.box.current.suspended)
         self.repo = source.Source(url=options.url, branch=options.branch,
-                                  cache_dir=options.cache_dir)
+                                  cache_dir=options.cache_dir, access=options.access)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._trigger = threading.Event()
@@ -93,6 +101,11 @@ class Agent:
             self._observer = _watch_refs(self.repo.url, self.options.branch, self.trigger)
         self.trigger()
         return self
+
+    def describe(self) -> str:
+        return (f"reconciling site {self.options.site} from {self.repo.display_url} (every "
+                f"{self.interval:.0f}s{', and on pushes' if self._observer is not None else ''}"
+                f"); state in {self.box.store.where}")
 
     def trigger(self) -> None:
         """Fetch now (a push event, a file-system event, a test)."""
@@ -140,15 +153,66 @@ class Agent:
         while not self._stop.is_set():
             self._trigger.clear()
             try:
-                self._pass()
+                self._follow()
+                if self.suspended is None:
+                    self._pass()
+                else:  # decided, as `suspend` asks, to fetch nothing: ready (the probes)
+                    observe.tell(self.observer, observe.Evaluated(self.options.site))
             except Exception:
                 log.exception("reconcile pass failed")
             delay = self.interval * (1 + self.jitter * (2 * self._rng() - 1))
+            self._wait(delay)
+
+    @property
+    def suspended(self) -> state.Suspension | None:
+        """The suspension in force (`reconciler suspend`): no pass runs while it is set."""
+        return self._follower.suspension if self._follower is not None else None
+
+    def _wait(self, delay: float) -> None:
+        """Wait for a trigger or `delay`, reading the control record every POLL_EVERY."""
+        if self._follower is None:
             self._trigger.wait(delay)
+            return
+        deadline = time.monotonic() + delay
+        while not self._trigger.wait(max(0.0, min(control.POLL_EVERY,
+                                                  deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or self._stop.is_set():
+                return
+            try:
+                self._follow()
+            except Exception:
+                log.exception("reading the control record failed")
+
+    def _follow(self) -> None:
+        """Act on the control record: a new request triggers a pass; a suspension is
+        recorded in the state (and drops a plan not yet started), a resume triggers."""
+        if self._follower is None:
+            return
+        seen = self._follower.poll()
+        if seen.changed:
+            if seen.suspension is not None:
+                with self._lock:
+                    self._pending = None
+                log.warning("site %s suspended by %s at %s%s: nothing is applied until it "
+                            "is resumed", self.options.site, seen.suspension.by,
+                            seen.suspension.at,
+                            f" ({seen.suspension.reason})" if seen.suspension.reason else "")
+            else:
+                log.info("site %s resumed", self.options.site)
+                self.trigger()
+            try:
+                self.box.update(functools.partial(state.suspend, suspension=seen.suspension))
+            except errors.ReconcilerError as exc:
+                log.error("site %s: could not record the suspension: %s", self.options.site,
+                          exc)
+        if seen.requested and seen.suspension is None:
+            log.info("site %s: reconcile requested", self.options.site)
+            self.trigger()
 
     def _pass(self) -> None:
         plan, _ = pipeline.evaluate(box=self.box, repo=self.repo, options=self.options,
-                                     superseding=self._superseding)
+                                     superseding=self._superseding, target=self.target,
+                                     observer=self.observer)
         self.passes += 1
         if plan is None or self._stop.is_set():
             return
@@ -209,7 +273,8 @@ class Agent:
                 self._running = (plan.decision.intent_id, signal)
             try:
                 pipeline.execute(box=self.box, plan=plan, target=self.target,
-                                  options=self.options, abort=signal)
+                                  options=self.options, abort=signal,
+                                  observer=self.observer)
             except Exception:
                 log.exception("rollout of %s crashed", plan.decision.intent_id)
             finally:
@@ -219,8 +284,22 @@ class Agent:
                     self._work.notify_all()
 
 
-def run(*, agent: Agent, install_signals: bool = True) -> int:
-    """Run `agent` in the foreground until SIGTERM or SIGINT; 0 after a clean stop.
+class Runner(Protocol):
+    """What `run()` keeps going: an Agent, or an Elected site."""
+
+    def start(self) -> object: ...
+
+    def stop(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+    def trigger(self) -> None: ...
+
+
+def run(*, agent: Runner | None = None, agents: Sequence[Runner] = (),
+        install_signals: bool = True) -> int:
+    """Run `agent` (or every one of `agents`: `run --site A --site B`, one worker each in
+    this process) in the foreground until SIGTERM or SIGINT; 0 after a clean stop.
 
     The foreground of `reconciler run`, and it ends the process itself when a rollout is
     still inside an apply after the shutdown bound: the interpreter would otherwise join
@@ -231,33 +310,166 @@ def run(*, agent: Agent, install_signals: bool = True) -> int:
     """
     import signal
 
+    runners = [*([agent] if agent is not None else []), *agents]
+    stopping = threading.Event()
+
+    def stop_all() -> None:
+        stopping.set()
+
     def handle(signum: int, _frame: object) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
-        threading.Thread(target=agent.stop, name="stopper", daemon=True).start()
+        stop_all()
 
     previous = {}
     if install_signals:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, handle)
     try:
-        agent.start()
-        log.info("reconciling site %s from %s (every %.0fs%s)", agent.options.site,
-                 agent.repo.display_url, agent.interval,
-                 ", and on pushes" if agent._observer is not None else "")
-        while not agent.wait_stopped(1.0):
-            pass
-        if not agent.stop():
+        for runner in runners:
+            runner.start()
+            log.info("%s", runner.describe())
+        while not stopping.wait(1.0):
+            if runners and all(isinstance(r, Agent) and r.wait_stopped(0) for r in runners):
+                break
+        results: list[bool] = [False] * len(runners)
+
+        def stop_one(index: int) -> None:
+            results[index] = runners[index].stop()
+
+        stoppers = [threading.Thread(target=stop_one, args=(i,), name="stopper", daemon=True)
+                    for i in range(len(runners))]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join(STOP_JOIN_TIMEOUT + 0.5)
+        if not all(results):
             log.warning("stopped with an apply still unanswered after %.0fs; exiting without "
-                        "it (the rollout resumes on the next start); state recorded in %s",
-                        STOP_JOIN_TIMEOUT, agent.box.store.path)
+                        "it (the rollout resumes on the next start)", STOP_JOIN_TIMEOUT)
             logging.shutdown()  # flush the log: os._exit skips the interpreter's own exit
             sys.stdout.flush()
             os._exit(0)
-        log.info("stopped; state recorded in %s", agent.box.store.path)
+        log.info("stopped; state recorded")
         return 0
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+class Elected:
+    """One site run under its Lease (`--state-store kubernetes`): an Agent while this
+    replica holds the lease, none otherwise.
+
+    Its lease thread takes the lease (retrying every `renew_every`), then starts a fresh
+    Agent, which reads the state anew, and renews. Its guard thread stops that Agent when
+    `lease.held()` turns False (the renew deadline passed without a renewal): the running
+    rollout is aborted as on shutdown, its writes refused from then on (the store's guard),
+    and it stays open in the record for the next holder to resume. A save that met
+    another writer (StateConflictError) also restarts the Agent, so it reads the record
+    again. `stop()` stops the Agent and releases the lease, so another replica takes over
+    at once; not when an apply is still unanswered, which could land after the next
+    holder's: the lease then expires by itself.
+    """
+
+    def __init__(self, *, site: str, lease: leases.Lease,
+                 make_agent: Callable[[], Agent]) -> None:
+        self.site = site
+        self.lease = lease
+        self._make_agent = make_agent
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._agent: Agent | None = None
+        self._threads: list[threading.Thread] = []
+        self.terms = 0  # how many times this replica took the lease, for tests and logs
+
+    @property
+    def agent(self) -> Agent | None:
+        with self._lock:
+            return self._agent
+
+    def describe(self) -> str:
+        timing = self.lease.timing
+        return (f"site {self.site}: waiting for {self.lease.ref} as {self.lease.holder} "
+                f"(duration {timing.duration:g}s, renew every {timing.every:g}s, deadline "
+                f"{timing.deadline:g}s)")
+
+    def trigger(self) -> None:
+        """Fetch now, when this replica runs the site (a webhook); else nothing."""
+        running = self.agent
+        if running is not None:
+            running.trigger()
+
+    def start(self) -> Elected:
+        self._threads = [threading.Thread(target=self._campaign, name=f"lease-{self.site}",
+                                          daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> bool:
+        self._stop.set()
+        with self._lock:
+            running = self._agent
+        stopped = running.stop() if running is not None else True
+        for thread in self._threads:
+            thread.join(1.0)
+        if stopped:
+            self.lease.release()
+        else:  # an apply may still land: another replica must wait for the lease to expire
+            log.warning("site %s: stopping with an apply unanswered: not releasing %s, which "
+                        "expires by itself", self.site, self.lease.ref)
+        return stopped
+
+    def _campaign(self) -> None:
+        every = self.lease.timing.every
+        while not self._stop.is_set():
+            if not self.lease.acquire():
+                self._stop.wait(every)
+                continue
+            if self._stop.is_set():
+                break
+            self.terms += 1
+            log.info("site %s: this replica holds %s: reconciling", self.site, self.lease.ref)
+            try:
+                running = self._make_agent()
+            except errors.ReconcilerError as exc:
+                log.error("site %s: cannot start: %s", self.site, exc)
+                self._stop.wait(every)
+                continue
+            with self._lock:
+                self._agent = running
+            guard = threading.Thread(target=self._guard, args=(running,),
+                                     name=f"lease-guard-{self.site}", daemon=True)
+            guard.start()
+            running.start()
+            next_renewal = time.monotonic() + every
+            while not self._stop.is_set() and guard.is_alive():
+                self._stop.wait(max(0.0, min(next_renewal - time.monotonic(), 0.2)))
+                if time.monotonic() >= next_renewal and self.lease.held():
+                    if not self.lease.renew():
+                        log.warning("site %s: could not renew %s (%.1fs left)", self.site,
+                                    self.lease.ref, self.lease.remaining())
+                    next_renewal = time.monotonic() + every
+            guard.join()
+
+    def _guard(self, running: Agent) -> None:
+        """Stop `running` the moment the lease is no longer held, or on a state conflict."""
+        while not self._stop.is_set():
+            left = self.lease.remaining()
+            if left <= 0:
+                log.error("site %s: lost %s (not renewed within %gs): stopping the rollout",
+                          self.site, self.lease.ref, self.lease.timing.deadline)
+                break
+            if isinstance(running.box.store, kubestate.KubeStateStore) \
+                    and running.box.store.conflicted:
+                log.error("site %s: another writer changed the state: reading it again",
+                          self.site)
+                break
+            self._stop.wait(min(left, 0.1))
+        if not self._stop.is_set():
+            running.stop()
+        with self._lock:
+            if self._agent is running:
+                self._agent = None
 
 
 class _Observer(Protocol):

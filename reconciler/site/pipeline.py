@@ -28,7 +28,7 @@ from reconciler import cluster, contract, errors
 from reconciler.repo import bundle, documents, schemas, source
 from reconciler.repo import tree as trees
 from reconciler.site import abort as aborts
-from reconciler.site import fence, inventory, prune, rollout, state
+from reconciler.site import adoption, fence, inventory, observe, prune, rollout, state
 
 log = logging.getLogger("reconciler")
 
@@ -45,6 +45,9 @@ class Options:
     cache_dir: Path = contract.DEFAULT_CACHE_DIR
     allow_history_rewrite: bool = False
     limits: bundle.Limits = dataclasses.field(default_factory=bundle.Limits)  # --max-*-size
+    # How git reaches the remote: --git-credentials-file, --ssh-key-file, --git-timeout, ...
+    access: source.Access = dataclasses.field(default_factory=source.Access)
+    adopt: bool = False  # --adopt: a site with no record takes HEAD even if it ran before
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Plan:
 class SiteBox:
     """The site's state in memory and on disk, changed under one lock by one process."""
 
-    def __init__(self, store: state.FileStateStore) -> None:
+    def __init__(self, store: state.StateStore) -> None:
         self.store = store
         self._lock = threading.RLock()
         self.current = store.load()
@@ -96,17 +99,20 @@ class SiteBox:
             yield self.current
 
 
-def sync_once(*, options: Options, store: state.FileStateStore, target: cluster.Cluster,
-              abort: aborts.Abort | None = None) -> SyncResult:
+def sync_once(*, options: Options, store: state.StateStore, target: cluster.Cluster,
+              abort: aborts.Abort | None = None,
+              observer: observe.Observer = observe.ignore) -> SyncResult:
     """Fetch, read, validate, fence, record, roll out, prune. The caller holds the lock."""
     box = SiteBox(store)
-    repo = source.Source(url=options.url, branch=options.branch, cache_dir=options.cache_dir)
-    plan, failure = evaluate(box=box, repo=repo, options=options)
+    repo = source.Source(url=options.url, branch=options.branch, cache_dir=options.cache_dir,
+                         access=options.access)
+    plan, failure = evaluate(box=box, repo=repo, options=options, target=target,
+                             observer=observer)
     if plan is None:
         assert failure is not None
         return failure
     return execute(box=box, plan=plan, target=target, options=options,
-                   abort=abort or aborts.Abort())
+                   abort=abort or aborts.Abort(), observer=observer)
 
 
 def evaluate(
@@ -116,12 +122,17 @@ def evaluate(
     options: Options,
     superseding: Callable[[str], contextlib.AbstractContextManager[object]] = (
         lambda _new_id: contextlib.nullcontext()),
+    target: cluster.Cluster | None = None,
+    observer: observe.Observer = observe.ignore,  # metrics, Events, probes (run)
 ) -> tuple[Plan | None, SyncResult | None]:
     """The front half: returns a Plan to roll out, or the result of a pass that ends here.
 
     The acceptance of a new intent is recorded inside `superseding(new_id)`: the agent's
     critical section, which stops the running rollout (abort, then drain its applies) and
     keeps any older plan from starting until the acceptance is on disk.
+
+    With `target`, a site with no record is checked for a lost one before its first
+    acceptance (`adoption.check()`): StateLostError unless `options.adopt`.
     """
     stage, commit = "state", None
     plan: Plan | None = None
@@ -130,6 +141,8 @@ def evaluate(
     # that it was interrupted (a BaseException such as Ctrl-C). None: the back half ends it.
     ending: Transition | None = _failed(stage=stage, commit=commit,
                                         error="interrupted before the pass ended")
+    observe.SITE.set(options.site)
+    observe.tell(observer, observe.PassStarted(options.site))
     try:
         box.update(functools.partial(
             state.start_sync, source=state.SourceRecord(url=repo.display_url,
@@ -143,6 +156,7 @@ def evaluate(
         commit = revision.sha
         box.update(functools.partial(state.record_fetch, head=commit))
         log.info("fetched %s at %s (%s)", options.branch, commit[:12], revision.subject)
+        observe.tell(observer, observe.Fetched(options.site, commit))
 
         # Read the site's intent and manifests at that commit; stop on anything malformed.
         stage = "bundle"
@@ -159,12 +173,21 @@ def evaluate(
         # Fence: accept, keep or refuse the intent; split manifests into apply and drop.
         stage = "fence"
         with box.locked() as current:
+            fresh = current.accepted is None and not current.history
+            previous = current.accepted.id if current.accepted else None
             decision = fence.decide(accepted=current.accepted,
                                     superseded=current.superseded_ids(),
                                     intent=site_bundle.intent, manifests=site_bundle.manifests)
+        if fresh and target is not None and decision.verdict is fence.Verdict.ACCEPT:
+            stage = "state"  # no record: new, or lost? Never adopt HEAD silently.
+            adoption.check(target=target, site=options.site, where=box.store.where,
+                           manifests=site_bundle.manifests, adopt=options.adopt)
+            stage = "fence"
         for drop in decision.drops:
             log.warning("dropped %s from %s: %s", drop.object, drop.location, drop.reason)
         drops = state.drop_records(decision.drops)
+        observe.tell(observer, observe.Dropped(options.site, decision.intent_id,
+                                               decision.drops))
         if decision.verdict is fence.Verdict.REFUSE:
             log.error("refused: %s", decision.reason)
             now = state.now()
@@ -175,6 +198,8 @@ def evaluate(
                         message=decision.reason, now=now))
             result = _result(ok=False, options=options, commit=commit, decision=decision,
                              message=decision.reason)
+            observe.tell(observer, observe.Refused(options.site, site_bundle.intent.id,
+                                                   commit, decision.reason))
         elif decision.verdict is fence.Verdict.ACCEPT:
             # Accept: stop the running rollout, then record the new intent durably,
             # before anything is applied for it.
@@ -183,6 +208,9 @@ def evaluate(
                 box.update(functools.partial(state.accept, intent=site_bundle.intent,
                                              commit=commit, drops=drops, now=state.now()))
             log.info("accepted intent %s (%s)", decision.intent_id, decision.reason)
+            observe.tell(observer, observe.Accepted(
+                options.site, decision.intent_id, site_bundle.intent.sequence, commit,
+                previous))
             plan, ending = Plan(commit=commit, decision=decision, site_bundle=site_bundle), None
         else:
             stage = "accept"
@@ -196,6 +224,8 @@ def evaluate(
         ending = _failed(stage=stage, commit=commit, error=error)
         result = _result(ok=False, options=options, commit=commit, decision=None,
                          message=error, errors=found)
+        if stage == "fetch":
+            observe.tell(observer, observe.FetchFailed(options.site, error))
     except Exception as exc:  # a bug or an unforeseen answer: failed, never ok
         log.exception("%s stage failed unexpectedly", stage)
         error = f"{stage} failed: internal error: {errors.describe(exc)}"
@@ -205,11 +235,16 @@ def evaluate(
     finally:
         if ending is not None:
             result = _save(box, ending, result)
+        observe.tell(observer, observe.Evaluated(options.site))
+        if result is not None:
+            observe.tell(observer, observe.PassEnded(
+                options.site, "refused" if result.verdict is fence.Verdict.REFUSE else
+                "failed", result.message, stage=stage, accepted=box.current.accepted))
     return plan, result
 
 
 def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Options,
-            abort: aborts.Abort) -> SyncResult:
+            abort: aborts.Abort, observer: observe.Observer = observe.ignore) -> SyncResult:
     """The back half: roll the plan out, prune after success, and record the outcome."""
     decision, intent, commit = plan.decision, plan.site_bundle.intent, plan.commit
     done = box.current.rollout
@@ -259,6 +294,7 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
                 waves=rollout.wave_records(decision.apply), now=opened.started_at))
 
         def on_progress(waves: tuple[state.WaveRecord, ...]) -> None:
+            observe.tell(observer, observe.WavesChanged(options.site, decision.intent_id, waves))
             if not drift_pass:
                 box.update(functools.partial(state.record_waves, rollout=opened, waves=waves))
 
@@ -302,7 +338,23 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
         ending, final = conclude(outcome or _failure(message), error=(stage, message))
     finally:
         final = _save(box, ending, final)
+        _report_end(observer, box=box, site=options.site, commit=commit, final=final,
+                    abort=abort, drift=drift_pass, stage=stage)
     return final
+
+
+def _report_end(observer: observe.Observer, *, box: SiteBox, site: str, commit: str,
+                final: SyncResult, abort: aborts.Abort, drift: bool, stage: str) -> None:
+    """Tell the observer how the back half ended, from the result it returns."""
+    phase = final.phase or state.Outcome.FAILED
+    aborted = phase is state.Outcome.ABORTED
+    observe.tell(observer, observe.RolloutEnded(
+        site, final.intent_id or "", commit, phase, final.message, drift=drift,
+        superseded_by=abort.superseded_by if aborted else None,
+        shutdown=aborted and abort.shutdown))
+    observe.tell(observer, observe.PassEnded(
+        site, "aborted" if aborted else "ok" if final.ok else "failed", final.message,
+        stage=None if final.ok else stage, accepted=box.current.accepted))
 
 
 def _failure(message: str) -> rollout.Result:

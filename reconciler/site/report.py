@@ -47,6 +47,10 @@ def status_text(site: state.SiteState) -> str:
                    f"{_age(site.accepted.accepted_at)} at commit {_short(site.accepted.commit)}")
     else:
         out.append("Intent:        none accepted yet")
+    if site.suspended:
+        why = f": {site.suspended.reason}" if site.suspended.reason else ""
+        out.append(f"Suspended:     by {site.suspended.by}, {_age(site.suspended.at)}{why} "
+                   f"(nothing is applied until `reconciler resume --site {site.site}`)")
     if site.rollout:
         r = site.rollout
         extra = f" (superseded by {r.superseded_by})" if r.superseded_by else ""

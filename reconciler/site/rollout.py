@@ -22,6 +22,7 @@ from reconciler.site import abort as aborts
 from reconciler.site import drift, health, inventory, state
 
 log = logging.getLogger("reconciler.site.rollout")
+PROGRESS_EVERY = 5.0  # seconds between the lines a health wait logs
 
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts at a retryable apply
 CRD_ESTABLISH_TIMEOUT = 30.0
@@ -68,13 +69,32 @@ def desired(manifest: documents.Manifest, *, site: str) -> dict[str, Any]:
 def plan_waves(
     manifests: Sequence[documents.Manifest],
 ) -> list[tuple[int, list[documents.Manifest]]]:
-    """Manifests by wave, lowest first; within a wave by kind order, then by name."""
+    """Manifests by wave, lowest first; within a wave by kind order, then by name.
+
+    An object defined twice is applied as the later definition, in file order, as
+    `kubectl apply` of the same files would leave it (validate reports it as `duplicate`):
+    applying both would let the faster request win, and every pass re-apply the other."""
     waves: dict[int, list[documents.Manifest]] = {}
-    for manifest in manifests:
+    for manifest in _last_definitions(manifests):
         waves.setdefault(manifest.wave, []).append(manifest)
     return [(wave, sorted(items, key=lambda m: (inventory.kind_rank(m.kind), m.name,
                                                 m.namespace or "")))
             for wave, items in sorted(waves.items())]
+
+
+def _last_definitions(manifests: Sequence[documents.Manifest]) -> list[documents.Manifest]:
+    """Each object's last definition, in the original order."""
+    last: dict[tuple[str, str, str, str], documents.Manifest] = {}
+    for manifest in manifests:
+        group = manifest.api_version.rpartition("/")[0]
+        key = (group, manifest.kind, manifest.namespace or "", manifest.name)
+        earlier = last.get(key)
+        if earlier is not None:
+            log.warning("%s is defined twice: %s is applied, %s is not", manifest.describe(),
+                        manifest.location, earlier.location)
+        last[key] = manifest
+    kept = {id(m) for m in last.values()}
+    return [m for m in manifests if id(m) in kept]
 
 
 def wave_records(manifests: Sequence[documents.Manifest]) -> tuple[state.WaveRecord, ...]:
@@ -482,6 +502,7 @@ def _await_healthy(*, target: cluster.Cluster, items: Sequence[documents.Manifes
     wanted = {ref: m for m in items
               if (ref := _key(target, desired(m, site=site))) not in finished}
     deadline = clock() + timeout
+    reported = clock()  # a progress line every PROGRESS_EVERY seconds of waiting
     while True:
         abort.check()
         live = list_live(target=target, manifests=items, site=site)
@@ -499,5 +520,10 @@ def _await_healthy(*, target: cluster.Cluster, items: Sequence[documents.Manifes
             raise errors.ApplyError(
                 f"wave {wave} not healthy after {timeout:.0f}s: " + "; ".join(
                     f"{ref}: {h.message or h.status.value}" for ref, h in sorted(waiting.items())))
+        if clock() - reported >= PROGRESS_EVERY:
+            reported = clock()
+            log.info("wave %d: waiting on %d object(s), %.0fs left: %s", wave, len(waiting),
+                     deadline - reported, "; ".join(f"{ref}: {h.message or h.status.value}"
+                                                    for ref, h in sorted(waiting.items())))
         if abort.wait(poll_interval):
             abort.check()

@@ -31,10 +31,12 @@ from reconciler import cluster, contract, errors
 from reconciler.repo import bundle, documents, schemas
 from reconciler.site import fence, inventory
 
+# 4: `superseded`, every id accepted and replaced, kept past the history's limit.
 # 3: errors of the accept and prune stages, syncs that end aborted. 2: inventory entries
 # carry their wave.
-# Versions 1 and 2 still load (the schema lists the versions read), and are saved as 3.
-FORMAT_VERSION = 3
+# 5: `suspended`, who suspended the site, when and why (`reconciler suspend`).
+# Versions 1 to 4 still load (the schema lists the versions read), and are saved as 5.
+FORMAT_VERSION = 5
 HISTORY_LIMIT = 50
 ERRORS_LIMIT = 20
 
@@ -164,6 +166,15 @@ class SourceRecord:
     branch: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Suspension:
+    """A site suspended by `reconciler suspend`: nothing is applied until it is resumed."""
+
+    by: str
+    at: str
+    reason: str = ""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SiteState:
     """Everything the reconciler knows about one site."""
@@ -179,10 +190,15 @@ class SiteState:
     inventory: tuple[InventoryEntry, ...] = ()
     drops: tuple[DropRecord, ...] = ()
     errors: tuple[ErrorRecord, ...] = ()
+    # Since format 4: the ids accepted and later replaced, never trimmed as the history is
+    # (HISTORY_LIMIT), so a replay of one is refused however long ago it was replaced.
+    superseded: tuple[str, ...] = ()
+    # Since format 5: set while the site is suspended (site/control.py records it).
+    suspended: Suspension | None = None
 
     def superseded_ids(self) -> frozenset[str]:
         """Ids this site accepted and later replaced: a replay of one is refused."""
-        return frozenset(e.id for e in self.history if e.superseded_by)
+        return frozenset(self.superseded) | {e.id for e in self.history if e.superseded_by}
 
     def with_error(self, error: ErrorRecord) -> SiteState:
         return dataclasses.replace(self, errors=(*self.errors, error)[-ERRORS_LIMIT:])
@@ -285,6 +301,8 @@ def accept(current: SiteState, *, intent: documents.Intent, commit: str,
         if running or (entry is not None and entry.outcome in _OPEN):
             changes.update(outcome=Outcome.ABORTED, finished_at=now, message=message)
         current = current.update_history(old.id, **changes)
+        if old.id not in current.superseded:
+            current = dataclasses.replace(current, superseded=(*current.superseded, old.id))
         if running and current.rollout is not None:
             current = dataclasses.replace(current, rollout=dataclasses.replace(
                 current.rollout, phase=Outcome.ABORTED, finished_at=now,
@@ -295,6 +313,11 @@ def accept(current: SiteState, *, intent: documents.Intent, commit: str,
     return current.with_history(HistoryEntry(
         id=intent.id, sequence=intent.sequence, commit=commit, outcome=Outcome.PENDING,
         accepted_at=now))
+
+
+def suspend(current: SiteState, *, suspension: Suspension | None) -> SiteState:
+    """The site suspended (or, with None, resumed): only the `suspended` field changes."""
+    return dataclasses.replace(current, suspended=suspension)
 
 
 def keep(current: SiteState, *, drops: tuple[DropRecord, ...]) -> SiteState:
@@ -402,6 +425,19 @@ def finish_sync(current: SiteState, *, commit: str | None, result: str, message:
         dropped=dropped))
 
 
+def failing(current: SiteState) -> str | None:
+    """Why `reconciler status` exits 1: the last sync failed or was refused, or the last
+    rollout failed; None when the site is fine (a rollout in progress, or one aborted
+    because a newer intent superseded it, is not a failure)."""
+    sync, rollout = current.last_sync, current.rollout
+    if sync is not None and sync.result in ("failed", "refused"):
+        return f"last sync {sync.result}" + (f": {sync.message}" if sync.message else "")
+    if rollout is not None and rollout.phase is Outcome.FAILED:
+        return (f"rollout of {rollout.intent_id} failed"
+                + (f": {rollout.message}" if rollout.message else ""))
+    return None
+
+
 def problems(current: SiteState) -> list[str]:
     """Where the record contradicts itself; empty when the last sync, the rollout record
     and the history agree. Checked by the tests after every injected failure."""
@@ -491,6 +527,84 @@ def from_json(cls: type[Any], data: Any) -> Any:
 
 # --- the store -------------------------------------------------------------------------
 
+class StateStore(typing.Protocol):
+    """Where one site's record lives: a file (FileStateStore) or a Kubernetes object
+    (kubestate.KubeStateStore). Both keep the same JSON (`encode()`, `decode()`) and pass
+    the same contract tests (tests/unit/test_state_stores.py)."""
+
+    site: str
+
+    @property
+    def where(self) -> str:
+        """The record's place, for messages: a path, or `ConfigMap/<ns>/<name>`."""
+        ...
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Keep other reconcilers off the site while held; StateLockedError when one is on."""
+        ...
+
+    def exists(self) -> bool:
+        """True when a record is stored (even one that would not load)."""
+        ...
+
+    def load(self) -> SiteState:
+        """The recorded state, or an empty one for a site never synced; StateError when
+        the record is corrupt or of a newer format."""
+        ...
+
+    def save(self, state: SiteState) -> None:
+        """Store `state` durably, or raise StateError and keep the previous record."""
+        ...
+
+
+def encode(state: SiteState, *, where: str) -> bytes:
+    """The record as the stores keep it: schema-checked JSON, indented, one final newline."""
+    data = to_json(state)
+    _check(data, where=where, what="refusing to write an invalid state")
+    return json.dumps(data, indent=2, sort_keys=False).encode() + b"\n"
+
+
+def decode(text: str, *, where: str, site: str) -> SiteState:
+    """A record read back. Not JSON, against the schema, of a newer format or of another
+    site: StateError, naming `where`; the record is left as it is for a person to look at.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise errors.StateError(
+            f"{documents.position(where, exc.lineno, exc.colno)}: corrupt state file "
+            f"({exc.msg}); it was left untouched: repair it, or move it aside to start the "
+            "site afresh"
+        ) from exc
+    version = data.get("formatVersion") if isinstance(data, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise errors.StateError(
+            f"{where}: state format version {version} is newer than this "
+            f"reconciler's ({FORMAT_VERSION}); upgrade the reconciler"
+        )
+    _check(data, where=where, what="corrupt state file")
+    if data["site"] != site:
+        raise errors.StateError(
+            f"{where}: state file belongs to site {data['site']!r}, not {site!r}"
+        )
+    state: SiteState = from_json(SiteState, data)
+    # An older format loads with the new fields' defaults and is saved as the new one; the
+    # ids its history shows superseded are kept from now on, whatever the history drops.
+    kept = tuple(dict.fromkeys((*state.superseded,
+                                *(e.id for e in state.history if e.superseded_by))))
+    return dataclasses.replace(state, format_version=FORMAT_VERSION, superseded=kept)
+
+
+def _check(data: Any, *, where: str, what: str) -> None:
+    problems = schemas.schema_errors(
+        data, schema=schemas.STATE_SCHEMA,
+        location=documents.Location(file=where, document=0),
+    )
+    if problems:
+        detail = "; ".join(p.short() for p in problems[:5])
+        raise errors.StateError(f"{where}: {what}: {detail}")
+
+
 class FileStateStore:
     """One site's state as a JSON file in a state directory."""
 
@@ -500,6 +614,13 @@ class FileStateStore:
         self.site = site
         self.path = state_dir / f"{site}.json"
         self.lock_path = state_dir / f"{site}.lock"
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -545,28 +666,7 @@ class FileStateStore:
             ) from exc
         except OSError as exc:
             raise errors.StateError(f"{self.path}: cannot read state file: {exc}") from exc
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise errors.StateError(
-                f"{documents.position(str(self.path), exc.lineno, exc.colno)}: corrupt state "
-                f"file ({exc.msg}); it was left "
-                "untouched: repair it, or move it aside to start the site afresh"
-            ) from exc
-        version = data.get("formatVersion") if isinstance(data, dict) else None
-        if isinstance(version, int) and version > FORMAT_VERSION:
-            raise errors.StateError(
-                f"{self.path}: state format version {version} is newer than this "
-                f"reconciler's ({FORMAT_VERSION}); upgrade the reconciler"
-            )
-        self._check(data, what="corrupt state file")
-        if data["site"] != self.site:
-            raise errors.StateError(
-                f"{self.path}: state file belongs to site {data['site']!r}, not {self.site!r}"
-            )
-        state: SiteState = from_json(SiteState, data)
-        # An older format loads with the new fields' defaults and is saved as the new one.
-        return dataclasses.replace(state, format_version=FORMAT_VERSION)
+        return decode(text, where=str(self.path), site=self.site)
 
     def save(self, state: SiteState) -> None:
         """Write `state` durably: temp file, fsync, rename, fsync of the folder.
@@ -574,9 +674,7 @@ class FileStateStore:
         A write that fails (a full disk, a read-only folder) is a StateError; the file
         keeps its previous content.
         """
-        data = to_json(state)
-        self._check(data, what="refusing to write an invalid state")
-        payload = json.dumps(data, indent=2, sort_keys=False).encode() + b"\n"
+        payload = encode(state, where=str(self.path))
         tmp = self.state_dir / f".{self.site}.json.{os.getpid()}.tmp"
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -600,15 +698,6 @@ class FileStateStore:
             raise errors.StateError(
                 f"{self.path}: cannot write the state ({exc.strerror or exc}); the previous "
                 "state is kept") from exc
-
-    def _check(self, data: Any, *, what: str) -> None:
-        problems = schemas.schema_errors(
-            data, schema=schemas.STATE_SCHEMA,
-            location=documents.Location(file=str(self.path), document=0),
-        )
-        if problems:
-            detail = "; ".join(p.short() for p in problems[:5])
-            raise errors.StateError(f"{self.path}: {what}: {detail}")
 
 
 def sites_in(state_dir: Path) -> list[str]:

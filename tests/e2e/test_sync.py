@@ -216,24 +216,30 @@ def test_sync_over_ssh(any_cluster: ClusterUnderTest, remote: gitrepo.GitRemote,
 def test_sync_over_http_with_credentials_never_leaks_them(any_cluster: ClusterUnderTest,
                                                           remote: gitrepo.GitRemote,
                                                           tmp_path: Path):
-    """Smart HTTP with Basic auth works, and the password is in no output, error or state."""
+    """Smart HTTP with Basic auth works with --git-credentials-file, and the password is in
+    no output, error or state; a URL carrying it is refused (docs/git.md)."""
     secret = "s3cr3t-t0ken"
+    good_file, bad_file = tmp_path / "good-creds", tmp_path / "bad-creds"
+    good_file.write_text(f"site:{secret}\n")
+    bad_file.write_text(f"site:wrong-{secret}\n")
     with gitservers.git_http(remote.bare.parent, user="site", password=secret) as base:
-        good = f"{base.replace('http://', f'http://site:{secret}@')}/remote.git"
-        site = Site(root=tmp_path, remote_url=good, target=any_cluster)
-        ok = site.sync_cli()
+        site = Site(root=tmp_path, remote_url=f"{base}/remote.git", target=any_cluster)
+        ok = site.sync_cli("--git-credentials-file", str(good_file))
         status = site.cli("status", "--state-dir", str(site.state_dir), "--site", SITE)
-        bad = Site(root=tmp_path / "bad", target=any_cluster,
-                   remote_url=f"{base.replace('http://', 'http://site:wrong-' + secret + '@')}"
-                              "/remote.git")
-        failed = bad.sync_cli()
+        bad = Site(root=tmp_path / "bad", target=any_cluster, remote_url=f"{base}/remote.git")
+        failed = bad.sync_cli("--git-credentials-file", str(bad_file))
+        in_url = Site(root=tmp_path / "in-url", target=any_cluster,
+                      remote_url=f"{base.replace('http://', f'http://site:{secret}@')}"
+                                 "/remote.git")
+        refused = in_url.sync_cli()
     assert ok.returncode == 0, ok.stderr
     assert failed.returncode == 1
     assert "fetch of branch 'main'" in failed.stderr
+    assert refused.returncode == 2 and "carries credentials" in refused.stderr
     texts = [ok.stdout, ok.stderr, status.stdout, failed.stdout, failed.stderr,
-             site.store.path.read_text(), bad.store.path.read_text()]
+             refused.stdout, refused.stderr, site.store.path.read_text(),
+             bad.store.path.read_text()]
     assert not [t for t in texts if secret in t]
-    assert "site:***@" in site.store.path.read_text()
 
 
 def test_cli_status_reports_the_story(any_cluster: ClusterUnderTest, remote: gitrepo.GitRemote,

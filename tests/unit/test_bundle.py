@@ -200,6 +200,16 @@ def test_health_timeout_in_minutes_is_parsed_to_seconds(make_tree: MakeTree) -> 
     assert loaded.intent.health_timeout == 300.0
 
 
+@pytest.mark.parametrize(("written", "seconds"),
+                         [("1m30s", 90.0), ("1h", 3600.0), ("90", 90.0), ("500ms", 0.5)])
+def test_health_timeout_is_read_as_kubernetes_writes_durations(
+        make_tree: MakeTree, written: str, seconds: float) -> None:
+    """`healthTimeout` takes what the CLI's flags take (durations.parse): `1m30s`, `1h`."""
+    spec = f"  id: intent-1\n  rollout:\n    healthTimeout: {written}\n"
+    loaded = load(make_tree({"sites/edge-a/intent.yaml": intent(spec=spec)}))
+    assert loaded.intent.health_timeout == seconds
+
+
 def test_rollout_defaults_apply_when_absent(make_tree: MakeTree) -> None:
     """Without a rollout block the timeout is 600 s and prune is on; no sequence is None."""
     loaded = load(make_tree({"sites/edge-a/intent.yaml": intent(spec="  id: intent-1\n")}))
@@ -321,7 +331,11 @@ def test_nested_sequence_as_a_mapping_key_is_a_bundle_error() -> None:
         ("  id: intent-1\n  colour: blue\n", "$.spec.colour",
          "field 'colour' is not declared in the schema"),
         ("  id: intent-1\n  rollout:\n    healthTimeout: 5 minutes\n",
-         "$.spec.rollout.healthTimeout", "'5 minutes' does not match"),
+         "$.spec.rollout.healthTimeout", "invalid duration '5 minutes': expected e.g. 30s"),
+        ("  id: intent-1\n  rollout:\n    healthTimeout: 1.5\n",
+         "$.spec.rollout.healthTimeout", "1.5 is not of type 'string', 'integer'"),
+        ("  id: intent-1\n  rollout:\n    healthTimeout: -5\n",
+         "$.spec.rollout.healthTimeout", "invalid duration -5: must not be negative"),
         ("  id: intent-1\n  sequence: -1\n", "$.spec.sequence", "-1 is less than the minimum"),
         ("  id: intent-1\n  rollout:\n    prune: maybe\n", "$.spec.rollout.prune",
          "'maybe' is not of type 'boolean'"),

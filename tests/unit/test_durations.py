@@ -1,4 +1,4 @@
-"""Durations as users write them (`30`, `30s`, `5m`, `1h`), and their short human form."""
+"""Durations as Kubernetes writes them (`30s`, `1m30s`, `1h`, `500ms`), and their short form."""
 
 from __future__ import annotations
 
@@ -18,10 +18,22 @@ from reconciler import durations
         ("1.5m", 90.0),
         (" 10s ", 10.0),
         ("0", 0.0),
+        ("1m30s", 90.0),
+        ("90s", 90.0),
+        ("500ms", 0.5),
+        ("1h30m", 5400.0),
+        ("2h45m30.5s", 9930.5),
+        ("1.5h", 5400.0),
+        (".5s", 0.5),
+        ("5.s", 5.0),
+        ("100us", 0.0001),
+        ("100µs", 0.0001),
+        ("1500000ns", 0.0015),
     ],
 )
 def test_text_is_parsed_to_seconds(text: str, seconds: float) -> None:
-    """A number with an optional unit (ms, s, m, h) is that many seconds; no unit means s."""
+    """Go's duration syntax (numbers each with a unit, summed), or a bare whole number of
+    seconds, is that many seconds."""
     assert durations.parse(text) == pytest.approx(seconds)
 
 
@@ -33,12 +45,26 @@ def test_number_is_taken_as_seconds(number: float, seconds: float) -> None:
     assert isinstance(result, float)
 
 
-@pytest.mark.parametrize("text", ["", "abc", "5d", "m5", "-5", "5 minutes", "1h30m", "5.m"])
+@pytest.mark.parametrize(
+    "text", ["", "  ", "abc", "5d", "1w", "m5", "-5", "-1s", "5 minutes", "1h 30m", "s", ".",
+             ".s", "1.5", "30.", "1h-5m", "1m30", "5S", "+5s", "1e3s", "0x10s"])
 def test_malformed_text_raises_value_error_naming_it(text: str) -> None:
-    """Text that is not a number with a known unit is refused, quoting the input."""
+    """Text that is not Go duration syntax nor a bare whole number is refused, quoting it."""
     with pytest.raises(ValueError, match="invalid duration") as caught:
         durations.parse(text)
     assert repr(text) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("", "empty"), ("-1s", "must not be negative"), ("-5", "must not be negative"),
+     ("1.5", r"a number with a fraction needs a unit \(1.5s, 1.5m"),
+     ("5d", r"e.g. 30s, 5m, 1m30s, 1h, 500ms.*units ns, us, ms, s, m, h")],
+)
+def test_refusal_says_what_to_write_instead(text: str, says: str) -> None:
+    """Each refusal says why: empty, negative, a fraction without a unit, an unknown unit."""
+    with pytest.raises(ValueError, match=says):
+        durations.parse(text)
 
 
 def test_negative_number_is_refused() -> None:

@@ -160,23 +160,32 @@ def test_without_an_ssh_command_ssh_runs_in_batch_mode(
 # --- never a prompt -----------------------------------------------------------------------------
 
 
+def prompts_and_ssh(env: dict[str, str]) -> dict[str, str]:
+    """The part of a git environment about prompts and ssh (not GIT_CONFIG_*)."""
+    return {k: v for k, v in env.items() if not k.startswith("GIT_CONFIG_")}
+
+
 def test_git_environment_turns_prompts_off_and_keeps_what_the_user_set(
         tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No terminal prompt, an askpass that answers nothing, ssh in batch mode; but a user's
-    askpass or ssh command (environment or config) is kept as it is."""
+    """No terminal prompt, an askpass that answers nothing, ssh in batch mode with strict
+    host key checking; but a user's askpass or ssh command (environment or config) is kept
+    as it is."""
     repo = git.Repo.init(tmp_path / "repo", bare=True)
-    assert source.git_environment(repo) == {
+    assert prompts_and_ssh(source.git_environment(repo)) == {
         "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true",
-        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes "
+                           "-o ConnectTimeout=30 -o ServerAliveInterval=10 "
+                           "-o ServerAliveCountMax=3"}
     monkeypatch.setenv("GIT_ASKPASS", "/ci/token-helper")
     monkeypatch.setenv("SSH_ASKPASS", "/ci/passphrase-helper")
     monkeypatch.setenv("GIT_SSH", "/ci/plink")
-    assert source.git_environment(repo) == {"GIT_TERMINAL_PROMPT": "0"}
+    assert prompts_and_ssh(source.git_environment(repo)) == {"GIT_TERMINAL_PROMPT": "0"}
     for name in ("GIT_ASKPASS", "SSH_ASKPASS", "GIT_SSH"):
         monkeypatch.delenv(name)
     set_global(isolated, "core.askPass", "/home/me/askpass")
     gitrepo.git("config", "core.sshCommand", "ssh -i /home/me/key", cwd=Path(str(repo.git_dir)))
-    assert source.git_environment(repo) == {"GIT_TERMINAL_PROMPT": "0", "SSH_ASKPASS": "true"}
+    assert prompts_and_ssh(source.git_environment(repo)) == {
+        "GIT_TERMINAL_PROMPT": "0", "SSH_ASKPASS": "true"}
 
 
 @pytest.mark.timeout(60)

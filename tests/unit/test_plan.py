@@ -737,3 +737,23 @@ def test_default_cache_is_outside_the_checkout(tmp_path: Path, monkeypatch: pyte
     assert cli.main(["plan", "--repo", ".", "--site", SITE, "--ref", "HEAD"]) == 0
     assert gitrepo.git("status", "--porcelain", cwd=remote.work) == ""
     assert list((tmp_path / "xdg" / "intent-reconciler" / "plan").glob("*.git"))
+
+
+def test_offline_scope_of_a_crd_kind_in_a_k8s_io_group_is_not_guessed():
+    """gateway.networking.k8s.io comes from CRDs: without its CRD in the repository, a
+    GatewayClass (cluster-scoped) is shown as written, never put in `default`; a built-in
+    kind still is."""
+    from reconciler.repo import documents
+
+    def manifest(api_version: str, kind: str) -> documents.Manifest:
+        return documents.Manifest(location=documents.Location(file="m.yaml", document=0, line=1),
+                                  body={"apiVersion": api_version, "kind": kind,
+                                        "metadata": {"name": "x"}})
+
+    import types
+
+    scope = planner._Scope(types.SimpleNamespace(crds=(), manifests=()))  # no CRDs at all
+    gateway = scope.ref(manifest("gateway.networking.k8s.io/v1", "GatewayClass"))
+    assert gateway.namespace is None
+    assert scope.ref(manifest("v1", "ConfigMap")).namespace == "default"
+    assert scope.ref(manifest("rbac.authorization.k8s.io/v1", "ClusterRole")).namespace is None

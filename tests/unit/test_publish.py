@@ -424,15 +424,19 @@ def test_a_failed_git_command_is_chained_to_the_publish_error(
     assert type(inner.__cause__).__name__ == "GitCommandError"
 
 
-def test_push_errors_never_show_credentials(fleet: gitrepo.GitRemote,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """A failing push to a URL with a password names the remote with the password redacted."""
+def test_a_push_url_with_credentials_is_refused_before_committing(
+        fleet: gitrepo.GitRemote, capsys: pytest.CaptureFixture[str]) -> None:
+    """A push URL carrying a password is refused (exit 2) before anything is written, with
+    the password redacted and the credentials file named instead (docs/git.md)."""
     git(fleet, "remote", "add", "secret", "https://manager:s3cr3t-token@127.0.0.1:9/fleet.git")
+    before = snapshot(fleet)
     code, out, err = run(fleet, capsys, "--id", "upf-2-4", "-m", "UPF 2.4", "--push",
                          "--remote", "secret")
-    assert code == 1
+    assert code == 2
     assert "s3cr3t-token" not in out + err
-    assert "push to secret (https://manager:***@127.0.0.1:9/fleet.git) failed" in err
+    assert "https://manager:***@127.0.0.1:9/fleet.git carries credentials" in err
+    assert "--git-credentials-file" in err
+    assert snapshot(fleet) == before
 
 
 def test_unknown_remote_is_refused_before_committing(

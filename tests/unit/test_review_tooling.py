@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 from reconciler import cli, contract
 from tests import gitrepo
 
-REPO = contract.home()
+REPO = Path(__file__).resolve().parents[2]  # the checkout: the hooks and the examples
 HOOKS = REPO / ".pre-commit-hooks.yaml"
 EXAMPLES = REPO / "examples" / "github-actions"
 WORKFLOW = EXAMPLES / "fleet-pull-request.yaml"

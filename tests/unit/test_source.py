@@ -210,18 +210,24 @@ def test_missing_repository_error_gives_the_cause(tmp_path: Path, cache_dir: Pat
         src.fetch(last_head=None)
 
 
-def test_fetch_error_never_shows_the_password(cache_dir: Path) -> None:
-    """A failed fetch from a URL with a password reports the redacted URL only."""
-    src = source.Source(url="http://user:s3cret@127.0.0.1:1/x.git", branch="main",
-                        cache_dir=cache_dir)
-    with pytest.raises(errors.SourceError) as caught:
-        src.fetch(last_head=None)
+@pytest.mark.parametrize("url", [
+    "http://user:s3cret@127.0.0.1:1/x.git",
+    "https://s3cret@git.example.com/fleet.git",
+    "ssh://git:s3cret@git.example.com/fleet.git",
+])
+def test_a_url_with_credentials_is_refused_without_showing_them(
+        url: str, cache_dir: Path) -> None:
+    """A URL carrying a password or token is refused before git runs, naming the credentials
+    file (or an ssh key) to use instead, and the secret is in no part of the error."""
+    with pytest.raises(errors.UsageError) as caught:
+        source.Source(url=url, branch="main", cache_dir=cache_dir)
     error = caught.value
-    assert "http://user:***@127.0.0.1:1/x.git" in str(error)
-    assert "127.0.0.1" in str(error).split(" failed: ", 1)[1]  # git's reason is kept
-    for text in (str(error), repr(error), src.display_url):
-        assert "s3cret" not in text
-    assert error.__cause__ is None and error.__suppress_context__
+    assert "carries credentials" in str(error)
+    flag = "--ssh-key-file" if url.startswith("ssh") else "--git-credentials-file"
+    assert flag in str(error)
+    assert "s3cret" not in str(error) and "s3cret" not in repr(error)
+    assert error.__cause__ is None
+    assert not cache_dir.exists()  # refused before anything was written
 
 
 def test_git_errors_keep_what_ssh_said_and_drop_gits_advice() -> None:

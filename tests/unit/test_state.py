@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import errors
+from reconciler.repo import documents
 from reconciler.site import fence, state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +68,8 @@ FULL = state.SiteState(
         state.ErrorRecord(time=T0, stage="fetch", message="fetch failed"),
         state.ErrorRecord(time=T1, stage="apply", message="apply failed", commit=SHA_A),
     ),
+    superseded=("intent-0", "intent-1"),
+    suspended=state.Suspension(by="alice@ops-1", at=T1, reason="maintenance window"),
 )
 
 
@@ -111,7 +114,7 @@ def test_state_file_is_json_with_format_version_and_camel_case_keys(
     """The file is plain JSON: formatVersion 2, the site, camelCase keys, enum values."""
     store.save(FULL)
     data = json.loads(store.path.read_text(encoding="utf-8"))
-    assert data["formatVersion"] == state.FORMAT_VERSION == 3
+    assert data["formatVersion"] == state.FORMAT_VERSION == 5
     assert data["site"] == "edge-a"
     assert data["lastFetchedHead"] == SHA_B
     assert data["accepted"] == {"id": "intent-2", "sequence": 2, "commit": SHA_B,
@@ -199,9 +202,9 @@ def test_json_that_is_not_an_object_is_refused(store: state.FileStateStore) -> N
 
 def test_newer_format_version_is_refused(store: state.FileStateStore) -> None:
     """A file written by a newer reconciler is refused, asking for an upgrade."""
-    write_raw(store, {**state.to_json(FULL), "formatVersion": 4, "somethingNew": True})
+    write_raw(store, {**state.to_json(FULL), "formatVersion": 6, "somethingNew": True})
     with pytest.raises(errors.StateError,
-                       match=r"state format version 4 is newer than this reconciler's \(3\); "
+                       match=r"state format version 6 is newer than this reconciler's \(5\); "
                              r"upgrade the reconciler"):
         store.load()
 
@@ -403,9 +406,9 @@ def test_now_is_rfc3339_utc_and_parses_back() -> None:
     assert moment.utcoffset() is not None and moment.utcoffset().total_seconds() == 0
 
 
-def test_format_version_1_file_loads_and_is_saved_as_version_3(
+def test_format_version_1_file_loads_and_is_saved_as_version_4(
         store: state.FileStateStore) -> None:
-    """A version-1 file (inventory without waves) loads with wave 0 and saves as version 3."""
+    """A version-1 file (inventory without waves) loads with wave 0 and saves as version 4."""
     store.state_dir.mkdir(parents=True, exist_ok=True)
     store.path.write_text(json.dumps({
         "formatVersion": 1, "site": "edge-a",
@@ -416,16 +419,35 @@ def test_format_version_1_file_loads_and_is_saved_as_version_3(
     loaded = store.load()
     assert loaded.inventory[0].wave == 0
     store.save(loaded)
-    assert json.loads(store.path.read_text())["formatVersion"] == 3
+    assert json.loads(store.path.read_text())["formatVersion"] == 5
 
 
-def test_format_version_2_file_loads_and_is_saved_as_version_3(
+def test_format_version_2_file_loads_and_is_saved_as_version_4(
         store: state.FileStateStore) -> None:
-    """A version-2 file loads as it was and is saved as version 3, its content unchanged."""
-    data = {**state.to_json(FULL), "formatVersion": 2}
-    write_raw(store, data)
+    """A version-2 file loads as it was and is saved as version 5, its content unchanged
+    but for `superseded`, which now keeps the ids its history shows replaced."""
+    data = {k: v for k, v in state.to_json(FULL).items() if k != "superseded"}
+    write_raw(store, {**data, "formatVersion": 2})
     store.save(store.load())
-    assert json.loads(store.path.read_text()) == {**data, "formatVersion": 3}
+    replaced = [e["id"] for e in data["history"] if e.get("supersededBy")]
+    assert replaced
+    assert json.loads(store.path.read_text()) == {**data, "formatVersion": 5,
+                                                   "superseded": replaced}
+
+
+def test_superseded_ids_outlive_the_history_limit(store: state.FileStateStore) -> None:
+    """An id replaced more than HISTORY_LIMIT intents ago is still refused: `superseded`
+    keeps every replaced id, in the file, after the history has dropped its entry."""
+    s = state.SiteState(site="edge-a")
+    for n in range(state.HISTORY_LIMIT + 5):
+        intent = documents.Intent(site="edge-a", id=f"i-{n}", sequence=None, description="",
+                                  health_timeout=60.0, prune=True,
+                                  location=documents.Location(file="intent.yaml", document=0))
+        s = state.accept(s, intent=intent,
+                         commit="a" * 40, drops=(), now=T0)
+    assert all(e.id != "i-0" for e in s.history)
+    store.save(s)
+    assert "i-0" in store.load().superseded_ids()
 
 
 def test_a_save_that_cannot_write_is_a_state_error_and_keeps_the_previous_file(
