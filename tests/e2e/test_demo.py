@@ -16,7 +16,7 @@ def test_demo_runs_the_story(tmp_path: Path):
     """The demo rolls out, aborts a superseded rollout before its wave 20, prunes, refuses a
     replay, and exits 0; its request log shows the aborted intent's NFs were never sent."""
     done = subprocess.run([sys.executable, "-m", "reconciler", "demo", "--workdir",
-                           str(tmp_path), "--ready-delay", "0.3"],
+                           str(tmp_path), "--ready-delay", "0.3s"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout

@@ -133,7 +133,7 @@ def local_cluster(installed: Installed, tmp_path: Path,
     kubeconfig = tmp_path / "kubeconfig"
     process = subprocess.Popen(
         [str(installed.venv / "bin" / "reconciler"), "local-cluster", "--kubeconfig-out",
-         str(kubeconfig), "--ready-delay", str(getattr(request, "param", "0.2"))],
+         str(kubeconfig), "--ready-delay", str(getattr(request, "param", "0.2s"))],
         cwd=installed.outside, env=installed.env, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
     try:
@@ -200,7 +200,7 @@ def test_installed_sync_rolls_the_site_out(installed: Installed, fleet: Path,
 
 def test_installed_demo_tells_the_story(installed: Installed) -> None:
     """`reconciler demo` from the wheel, run outside the checkout, exits 0."""
-    done = installed.run("reconciler", "demo", "--ready-delay", "0.3")
+    done = installed.run("reconciler", "demo", "--ready-delay", "0.3s")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Step 9: Done\n" in done.stdout
 
