@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 _ENV = {
     "GIT_AUTHOR_NAME": "Manager", "GIT_AUTHOR_EMAIL": "manager@example.com",
     "GIT_COMMITTER_NAME": "Manager", "GIT_COMMITTER_EMAIL": "manager@example.com",
@@ -95,3 +97,24 @@ def restamp(remote: GitRemote, *, site: str, new_id: str, sequence: int | None,
         path.write_text(path.read_text(encoding="utf-8").replace(
             f"reconciler.dev/intent-id: {old_id}", f"reconciler.dev/intent-id: {new_id}"),
             encoding="utf-8")
+
+
+GIT_SETTINGS = ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_COUNT", "GIT_CONFIG_PARAMETERS",
+                "GIT_SSH_COMMAND", "GIT_SSH", "GIT_ASKPASS", "SSH_ASKPASS", "XDG_CONFIG_HOME",
+                "RECONCILER_GIT_CREDENTIALS_FILE", "RECONCILER_SSH_KEY_FILE",
+                "RECONCILER_KNOWN_HOSTS_FILE", "RECONCILER_GIT_TIMEOUT")
+
+
+def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """git kept away from the user's own configuration, credential helpers, ssh settings
+    and the reconciler's git variables, so only what a test sets decides; returns HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for name in GIT_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "Manager")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "manager@example.com")
+    return home

@@ -38,16 +38,7 @@ needs_sshd = pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """HOME without ssh or git settings, so only the flags under test decide; returns it."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for name in ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_COUNT", "GIT_SSH_COMMAND", "GIT_SSH",
-                 "GIT_ASKPASS", "SSH_ASKPASS", "RECONCILER_GIT_CREDENTIALS_FILE",
-                 "RECONCILER_SSH_KEY_FILE", "RECONCILER_KNOWN_HOSTS_FILE",
-                 "RECONCILER_GIT_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
-    return home
+    return gitrepo.isolate(tmp_path, monkeypatch)
 
 
 def secret_file(path: Path, text: str) -> Path:

@@ -26,17 +26,7 @@ SITE = "edge-sfo-01"
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """git kept away from the user's own configuration and ssh settings; returns HOME."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for name in ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_COUNT", "GIT_CONFIG_PARAMETERS",
-                 "GIT_SSH_COMMAND", "GIT_SSH", "GIT_ASKPASS", "SSH_ASKPASS", "XDG_CONFIG_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Manager")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "manager@example.com")
-    return home
+    return gitrepo.isolate(tmp_path, monkeypatch)
 
 
 def fake_ssh(path: Path, *, name: str) -> Path:
