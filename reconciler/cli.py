@@ -146,6 +146,24 @@ def _add_sync_flags(parser: argparse.ArgumentParser, *, many_sites: bool = False
                         help="a site with no state takes the intent at the head even though "
                              "the cluster holds objects applied for it (its state was lost); "
                              "without it such a site is refused")
+    parser.add_argument("--max-prune-fraction", type=_fraction, default=0.5,
+                        metavar="FRACTION",
+                        help="refuse a revision that would prune more than this share of "
+                             "the site's objects (sites of 10 or more; one that desires "
+                             "nothing is always refused unless this is 1), before anything "
+                             "is applied; `rollout.prune: allowEmpty` in the intent allows "
+                             "it (default 0.5)")
+
+
+def _fraction(text: str) -> float:
+    """A share between 0 and 1, for --max-prune-fraction."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1") from exc
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 1")
+    return value
 
 
 def _add_state_flags(parser: argparse.ArgumentParser) -> None:
@@ -622,7 +640,8 @@ def _options(args: argparse.Namespace, site: str, *, cache_dir: Path | None = No
     return pipeline.Options(url=args.repo, site=site, branch=args.branch,
                             cache_dir=cache_dir,
                             allow_history_rewrite=args.allow_history_rewrite,
-                            limits=_limits(args), adopt=args.adopt, access=_access(args))
+                            limits=_limits(args), adopt=args.adopt, access=_access(args),
+                            max_prune_fraction=args.max_prune_fraction)
 
 
 def _state_namespace(args: argparse.Namespace) -> str:

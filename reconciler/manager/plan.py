@@ -119,7 +119,7 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
                                   kind=errors.UsageError)
     try:
         site_bundle = bundle.load(tree=tree, site=options.site, limits=options.limits)
-        findings = schemas.check_manifests([*site_bundle.crds, *site_bundle.manifests])
+        findings = schemas.check_bundle(site_bundle)
         if findings:
             raise errors.ValidationError(f"{len(findings)} invalid manifest(s)",
                                          findings=[str(f) for f in findings])
@@ -127,7 +127,8 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
         return dataclasses.replace(base, errors=tuple(exc.findings))
     except errors.BundleError as exc:
         return dataclasses.replace(base, errors=(str(exc),))
-    decision = fence.decide(accepted=current.accepted, superseded=current.superseded_ids(),
+    decision = fence.decide(accepted=current.accepted, superseded=current.accepted_ids(),
+                            highest_sequence=current.highest_sequence(),
                             intent=site_bundle.intent, manifests=site_bundle.manifests)
     planned = dataclasses.replace(base, intent=site_bundle.intent, decision=decision)
     if decision.verdict is fence.Verdict.REFUSE:

@@ -4,10 +4,11 @@ It reads what the sites will read, with the same loader and the same limits, but
 every broken rule instead of stopping at the first: YAML syntax; the intent schema; the
 object rules sync enforces; custom resources against the repository's CRDs (or the
 schemas in `schemas/` when no CRD defines the kind); built-in kinds against Kubernetes'
-own schemas; namespace scope; objects defined twice in a site; and manifests whose intent
-id is not their site's (a site would drop them). Each finding names the file, line and
-column, the object, the JSON path and the rule. Many files are checked in parallel
-processes, so ten thousand manifests take seconds.
+own schemas; namespace scope; objects defined twice in a site; manifests whose intent
+id is not their site's (a site would drop them); and documents of `crds/`, shared by every
+site and outside the fence, that carry an intent id (every site refuses them). Each
+finding names the file, line and column, the object, the JSON path and the rule. Many
+files are checked in parallel processes, so ten thousand manifests take seconds.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ PARALLEL_FROM = 200  # files; below this, worker start-up costs more than it sav
 # object; a site would still accept the intent).
 SITE_REFUSES = frozenset({
     "yaml", "limit", "intent-missing", "intent", "schema", "intent-site", "manifest",
-    "required-field", "metadata", "wave", "intent-id", "site-name",
+    "required-field", "metadata", "wave", "intent-id", "site-name", "crd-intent-id",
 })
 
 
@@ -313,6 +314,8 @@ def _check_file(job: _Job) -> _FileResult:
             keys=problem.location.item_keys) for problem in problems)
         for manifest in manifests:
             found, identity = _check_manifest(manifest, catalog=_context.catalogs[job.site])
+            if job.role == "crd":  # shared by every site: never fenced, so never tagged
+                found.extend(schemas.check_shared(manifest, site=None))
             findings.extend(_in_document(f) for f in found)
             if identity is not None:
                 objects.append(_Object(location=manifest.location, identity=identity,

@@ -32,6 +32,8 @@ _DOC_END = re.compile(rb"^\.\.\.(?:[ \t]|\r?$)")
 _NOT_CONTENT = re.compile(rb"^(?:[ \t]*(?:#.*)?\r?$|%)")  # blank, comment, or directive
 
 DEFAULT_HEALTH_TIMEOUT = 600.0
+# `rollout.prune: allowEmpty`: prune on, and an empty or much smaller desired set allowed.
+ALLOW_EMPTY = "allowEmpty"
 
 
 MiB = 1024 * 1024
@@ -133,9 +135,16 @@ def load(*, tree: trees.Tree, site: str, limits: Limits = Limits()) -> documents
         raise missing_site(tree, site, where="the repository")
     budget = SiteBudget(site=site, limits=limits)
     intent = _load_intent(tree=tree, site=site, budget=budget)
-    manifests = _load_folder(tree=tree, folder=contract.manifests_dir(site), budget=budget)
+    folder = contract.manifests_dir(site)
+    manifests = _load_folder(tree=tree, folder=folder, budget=budget) \
+        if tree.is_dir(folder) else ()
     crds = _load_folder(tree=tree, folder=contract.CRDS_DIR, budget=budget)
-    return documents.Bundle(site=site, intent=intent, manifests=manifests, crds=crds)
+    # A manifests/ deleted, or replaced by a file or a submodule, is said here; the
+    # pipeline refuses to read it as "desire nothing, prune everything" (prune guard).
+    missing = "" if tree.is_dir(folder) else \
+        ("is not a folder" if tree.exists(folder) else "is missing")
+    return documents.Bundle(site=site, intent=intent, manifests=manifests, crds=crds,
+                            manifests_missing=missing)
 
 
 def check_site_name(site: str) -> None:
@@ -189,8 +198,9 @@ def _load_intent(*, tree: trees.Tree, site: str, budget: SiteBudget) -> document
         sequence=spec.get("sequence"),
         description=str(spec.get("description", "")),
         health_timeout=durations.parse(rollout.get("healthTimeout", DEFAULT_HEALTH_TIMEOUT)),
-        prune=bool(rollout.get("prune", True)),
+        prune=rollout.get("prune", True) is not False,
         location=location,
+        allow_empty=rollout.get("prune") == ALLOW_EMPTY,
     )
 
 

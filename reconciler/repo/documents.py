@@ -128,6 +128,8 @@ class Intent:
     health_timeout: float
     prune: bool
     location: Location
+    # `rollout.prune: allowEmpty`: an empty or shrinking desired set may prune (#12.4).
+    allow_empty: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +140,8 @@ class Bundle:
     intent: Intent
     manifests: tuple[Manifest, ...]
     crds: tuple[Manifest, ...]
+    # "" when sites/<site>/manifests/ is a folder; else "is missing" or "is not a folder".
+    manifests_missing: str = ""
 
 
 CRD_GROUP = "apiextensions.k8s.io"

@@ -222,6 +222,34 @@ def check_manifests(manifests: Iterable[documents.Manifest]) -> list[Finding]:
     return findings
 
 
+def check_bundle(site_bundle: documents.Bundle) -> list[Finding]:
+    """What sync and plan check of a revision before the fence: every manifest and CRD
+    (check_manifests()), and that no document of `crds/` carries an intent id."""
+    findings = check_manifests([*site_bundle.crds, *site_bundle.manifests])
+    for crd in site_bundle.crds:
+        findings.extend(check_shared(crd, site=site_bundle.site))
+    return findings
+
+
+def check_shared(manifest: documents.Manifest, *, site: str | None) -> list[Finding]:
+    """A document of `crds/`, shared by every site and outside the fence: one carrying an
+    intent id (rule `crd-intent-id`) would be applied whatever intent is in force, so it is
+    refused, with where to move it (`site` names the site; None: any site's folder)."""
+    carried = manifest.annotations.get(contract.ANNOTATION_INTENT_ID)
+    if carried is None:
+        return []
+    place = contract.manifests_dir(site) if site else contract.manifests_dir("<site>")
+    return [Finding(
+        location=manifest.location, path=json_path(
+            ("metadata", "annotations", contract.ANNOTATION_INTENT_ID)),
+        keys=("metadata", "annotations", contract.ANNOTATION_INTENT_ID), rule="crd-intent-id",
+        object=manifest.describe(),
+        message=(f"carries intent id {carried!r}, but {contract.CRDS_DIR}/ is shared by every "
+                 f"site and outside the fence: move the document under {place}/ to fence it "
+                 "by intent, or remove the annotation"),
+    )]
+
+
 def check_manifest(manifest: documents.Manifest) -> list[Finding]:
     """One manifest: object fields, annotation forms, and the schema in `schemas/` for its
     kind."""

@@ -64,14 +64,19 @@ def decide(
     superseded: Collection[str],
     intent: documents.Intent,
     manifests: Sequence[documents.Manifest],
+    highest_sequence: int | None = None,
 ) -> Decision:
     """Decide on `intent` given what is in force, then fence the manifests.
 
-    `superseded` holds the ids of intents this site accepted before and has since
-    replaced: one of those coming back (a replayed push, a stale branch) is refused.
+    `superseded` holds the ids this site ever accepted (SiteState.accepted_ids()): one of
+    those coming back under another id's watch (a replayed push, a stale branch) is
+    refused. `highest_sequence` is the highest sequence the site ever accepted
+    (SiteState.highest_sequence()); the accepted intent's own sequence counts too. Once a
+    site has seen a sequence, an intent must carry a higher one.
     """
     if accepted is not None and intent.id != accepted.id:
-        refusal = _refusal(accepted=accepted, superseded=superseded, intent=intent)
+        refusal = _refusal(accepted=accepted, superseded=superseded, intent=intent,
+                           highest=_highest(accepted, highest_sequence))
         if refusal:
             return Decision(verdict=Verdict.REFUSE, intent_id=accepted.id, reason=refusal)
     if accepted is None:
@@ -84,13 +89,24 @@ def decide(
     return Decision(verdict=verdict, intent_id=intent.id, reason=reason, apply=apply, drops=drops)
 
 
-def _refusal(*, accepted: Accepted, superseded: Collection[str], intent: documents.Intent) -> str:
-    if (intent.sequence is not None and accepted.sequence is not None
-            and intent.sequence <= accepted.sequence):
+def _highest(accepted: Accepted, recorded: int | None) -> int | None:
+    known = [s for s in (accepted.sequence, recorded) if s is not None]
+    return max(known) if known else None
+
+
+def _refusal(*, accepted: Accepted, superseded: Collection[str], intent: documents.Intent,
+             highest: int | None) -> str:
+    if highest is not None and intent.sequence is None:
         return (
-            f"intent {intent.id!r} has sequence {intent.sequence}, not higher than "
-            f"{accepted.sequence} of the accepted intent {accepted.id!r}"
+            f"intent {intent.id!r} has no sequence, but this site has accepted sequence "
+            f"{highest}; once a site has seen a sequence, every intent needs a higher one"
         )
+    if highest is not None and intent.sequence is not None and intent.sequence <= highest:
+        of = (f"of the accepted intent {accepted.id!r}" if highest == accepted.sequence
+              else f"the highest this site accepted (the accepted intent {accepted.id!r} "
+                   "has none)")
+        return (f"intent {intent.id!r} has sequence {intent.sequence}, not higher than "
+                f"{highest} {of}")
     if intent.id in superseded:
         return (
             f"intent {intent.id!r} was accepted before and has been superseded; "

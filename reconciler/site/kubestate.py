@@ -89,7 +89,7 @@ class KubeStateStore:
         if not isinstance(text, str):
             raise errors.StateError(
                 f"{self.where}: corrupt state: no {KEY!r} key; it was left untouched: "
-                "repair it, or delete it to start the site afresh (see --adopt)")
+                f"{state.KEEP_ADVICE}")
         loaded = state.decode(text, where=f"{self.where}[{KEY}]", site=self.site)
         self._version = str(live["metadata"]["resourceVersion"])
         return loaded

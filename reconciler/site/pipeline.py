@@ -48,6 +48,9 @@ class Options:
     # How git reaches the remote: --git-credentials-file, --ssh-key-file, --git-timeout, ...
     access: source.Access = dataclasses.field(default_factory=source.Access)
     adopt: bool = False  # --adopt: a site with no record takes HEAD even if it ran before
+    # --max-prune-fraction: a revision that would prune more than this share of the site's
+    # objects (of at least PRUNE_GUARD_MIN) is refused, as is one that desires nothing.
+    max_prune_fraction: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +100,41 @@ class SiteBox:
     def locked(self) -> Iterator[state.SiteState]:
         with self._lock:
             yield self.current
+
+
+PRUNE_GUARD_MIN = 10  # sites with fewer recorded objects are guarded only against "nothing"
+
+
+def _check_shrink(*, site_bundle: documents.Bundle, desired: int, recorded: int,
+                  options: Options) -> None:
+    """Refuse, before anything is applied, a revision with no manifests folder, or whose
+    desired set is empty or has shrunk by more than options.max_prune_fraction of what the
+    site holds: a deleted or emptied folder must not read as "delete everything".
+    `rollout.prune: allowEmpty` in the intent, or `--max-prune-fraction 1`, lets it
+    through; so does prune off."""
+    intent = site_bundle.intent
+    if not intent.prune or intent.allow_empty:
+        return
+    if site_bundle.manifests_missing and options.max_prune_fraction < 1:
+        folder = contract.manifests_dir(site_bundle.site)
+        raise errors.BundleError(
+            f"{folder}/ {site_bundle.manifests_missing}: the site would desire nothing and "
+            f"prune everything it applied; refused (rule: prune-guard). Restore the folder, "
+            f"or set `rollout.prune: {bundle.ALLOW_EMPTY}` in {intent.location.file} to "
+            "empty the site on purpose (or pass --max-prune-fraction 1)")
+    if recorded == 0:
+        return
+    gone = max(recorded - desired, 0)
+    if desired > 0 and (recorded < PRUNE_GUARD_MIN or gone <= options.max_prune_fraction
+                        * recorded):
+        return
+    if desired == 0 and options.max_prune_fraction >= 1:
+        return
+    raise errors.BundleError(
+        f"intent {intent.id} would leave {desired} of the {recorded} objects the site holds "
+        f"and prune {gone} (more than {options.max_prune_fraction:.0%}); refused (rule: "
+        f"prune-guard). If that is meant, set `rollout.prune: {bundle.ALLOW_EMPTY}` in "
+        f"{intent.location.file}, or pass --max-prune-fraction 1")
 
 
 def sync_once(*, options: Options, store: state.StateStore, target: cluster.Cluster,
@@ -163,7 +201,7 @@ def evaluate(
         site_bundle = bundle.load(tree=trees.GitTree(repo.commit(commit)), site=options.site,
                                   limits=options.limits)
         stage = "validate"
-        findings = schemas.check_manifests([*site_bundle.crds, *site_bundle.manifests])
+        findings = schemas.check_bundle(site_bundle)
         if findings:
             raise errors.ValidationError(
                 f"{len(findings)} invalid manifest(s): " + "; ".join(map(str, findings[:5])),
@@ -176,13 +214,18 @@ def evaluate(
             fresh = current.accepted is None and not current.history
             previous = current.accepted.id if current.accepted else None
             decision = fence.decide(accepted=current.accepted,
-                                    superseded=current.superseded_ids(),
+                                    superseded=current.accepted_ids(),
+                                    highest_sequence=current.highest_sequence(),
                                     intent=site_bundle.intent, manifests=site_bundle.manifests)
         if fresh and target is not None and decision.verdict is fence.Verdict.ACCEPT:
             stage = "state"  # no record: new, or lost? Never adopt HEAD silently.
             adoption.check(target=target, site=options.site, where=box.store.where,
                            manifests=site_bundle.manifests, adopt=options.adopt)
             stage = "fence"
+        if decision.verdict is not fence.Verdict.REFUSE:
+            _check_shrink(site_bundle=site_bundle, desired=len(decision.apply)
+                          + len(decision.drops), recorded=len(box.current.inventory),
+                          options=options)
         for drop in decision.drops:
             log.warning("dropped %s from %s: %s", drop.object, drop.location, drop.reason)
         drops = state.drop_records(decision.drops)

@@ -4,8 +4,10 @@ Owned here alone. The pipeline changes the record only through the pure transiti
 (`accept`, `start_rollout`, `record_inventory`, `end_rollout`, `finish_sync`, ...), each
 pinned by its own unit tests, and saves it through `FileStateStore`.
 
-`<state-dir>/<site>.json` is written atomically (temp file, fsync, rename, fsync of the
-folder) and checked against `schemas/state.schema.json` on every load and save. An
+`<state-dir>/<site>.json` is written atomically (temp file read back, fsync, the previous
+good record linked as `<site>.json.bak`, rename, fsync of the folder) or not at all, and
+checked against `schemas/state.schema.json` on every load and save; `load()` recovers
+from the backup when the file is lost or corrupt. An
 exclusive lock on `<state-dir>/<site>.lock` keeps a second reconciler off the same site.
 The format carries `formatVersion`; it never changes silently.
 """
@@ -19,7 +21,9 @@ import datetime
 import enum
 import errno
 import fcntl
+import hashlib
 import json
+import logging
 import os
 import types
 import typing
@@ -39,6 +43,15 @@ from reconciler.site import fence, inventory
 FORMAT_VERSION = 5
 HISTORY_LIMIT = 50
 ERRORS_LIMIT = 20
+
+log = logging.getLogger(__name__)
+
+# What a message about a corrupt record says to do: never to delete it, which would
+# erase the site's replay protection.
+KEEP_ADVICE = ("restore it from a backup of the state, or inspect and repair it; do not "
+               "delete it: it holds the site's replay protection (the intents accepted "
+               "and superseded), and without it the site would accept an older intent "
+               "again")
 
 
 def now() -> str:
@@ -199,6 +212,26 @@ class SiteState:
     def superseded_ids(self) -> frozenset[str]:
         """Ids this site accepted and later replaced: a replay of one is refused."""
         return frozenset(self.superseded) | {e.id for e in self.history if e.superseded_by}
+
+    def accepted_ids(self) -> frozenset[str]:
+        """Every id this site ever accepted: the superseded ones, the history's accepted
+        entries and the intent in force. None of them is accepted again (fence.decide)."""
+        current = {self.accepted.id} if self.accepted else set()
+        return (self.superseded_ids() | current
+                | {e.id for e in self.history if e.outcome is not Outcome.REFUSED})
+
+    def highest_sequence(self) -> int | None:
+        """The highest sequence this site ever accepted, None when it never saw one.
+
+        Derived from the record: since the fence refuses a lower or missing sequence once
+        one was seen, the accepted intent holds the highest; the history's accepted
+        entries cover a record written before that rule (an intent without a sequence
+        accepted over one with)."""
+        seen = [e.sequence for e in self.history
+                if e.outcome is not Outcome.REFUSED and e.sequence is not None]
+        if self.accepted is not None and self.accepted.sequence is not None:
+            seen.append(self.accepted.sequence)
+        return max(seen, default=None)
 
     def with_error(self, error: ErrorRecord) -> SiteState:
         return dataclasses.replace(self, errors=(*self.errors, error)[-ERRORS_LIMIT:])
@@ -573,8 +606,7 @@ def decode(text: str, *, where: str, site: str) -> SiteState:
     except json.JSONDecodeError as exc:
         raise errors.StateError(
             f"{documents.position(where, exc.lineno, exc.colno)}: corrupt state file "
-            f"({exc.msg}); it was left untouched: repair it, or move it aside to start the "
-            "site afresh"
+            f"({exc.msg}); it was left untouched: {KEEP_ADVICE}"
         ) from exc
     version = data.get("formatVersion") if isinstance(data, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:
@@ -605,28 +637,47 @@ def _check(data: Any, *, where: str, what: str) -> None:
         raise errors.StateError(f"{where}: {what}: {detail}")
 
 
+class _CorruptState(errors.StateError):
+    """A record that does not read back: not UTF-8, not JSON, or against the schema (a
+    newer format or another site's file is not corrupt: no backup stands in for it)."""
+
+
 class FileStateStore:
-    """One site's state as a JSON file in a state directory."""
+    """One site's state as a JSON file in a state directory, and the previous good record
+    as `<site>.json.bak`, which `load()` recovers from when the file is lost or corrupt."""
 
     def __init__(self, *, state_dir: Path, site: str) -> None:
         bundle.check_site_name(site)  # before the name becomes a path
         self.state_dir = state_dir
         self.site = site
         self.path = state_dir / f"{site}.json"
+        self.backup_path = state_dir / f"{site}.json.bak"
         self.lock_path = state_dir / f"{site}.lock"
+        # The digest of the bytes this store last read or wrote as a good `path`: a save
+        # keeps such a file as the backup without parsing it again.
+        self._good: bytes | None = None
 
     @property
     def where(self) -> str:
         return str(self.path)
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return self.path.exists() or self.backup_path.exists()
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the site's exclusive lock; refuse at once when another process holds it."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Hold the site's exclusive lock; refuse at once when another process holds it.
+
+        The holder's pid is written for the messages only: a full disk that has no room for
+        it does not stop the pass here (its save then fails, saying why).
+        """
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise errors.StateError(
+                f"{self.lock_path}: cannot open the site's lock file ({exc.strerror or exc}); "
+                "the state directory must be writable") from exc
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -639,12 +690,17 @@ class FileStateStore:
                     f"holding {self.lock_path}; only one reconciler may run per site and "
                     "state directory"
                 ) from exc
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:
+                log.warning("%s: cannot record this process's pid (%s); the lock is held",
+                            self.lock_path, exc.strerror or exc)
             try:
                 yield
             finally:
-                os.ftruncate(fd, 0)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
@@ -652,53 +708,151 @@ class FileStateStore:
     def load(self) -> SiteState:
         """The recorded state, or an empty one for a site never synced.
 
-        A file that is not JSON, breaks the schema or has an unknown format version is a
-        StateError; it is left as it is for a person to look at.
+        A file that is lost, not JSON or against the schema is recovered from the backup
+        `<site>.json.bak`, logged at ERROR and recorded among the state's errors. When the
+        backup is bad too, or the file has a newer format or names another site: a
+        StateError, and both files are left as they are for a person to look at.
         """
         try:
-            text = self.path.read_text(encoding="utf-8")
+            found = self._read(self.path)
+        except _CorruptState as exc:
+            problem = str(exc)
+        else:
+            if found is not None:
+                loaded, self._good = found
+                return loaded
+            problem = f"{self.path} is missing"
+        try:
+            backup = self._read(self.backup_path)
+        except _CorruptState as exc:
+            backup_problem = f"its backup is corrupt too: {exc}"
+        else:
+            if backup is not None:
+                return self._recovered(backup[0], problem=problem)
+            if not self.path.exists():
+                return SiteState(site=self.site)  # never synced: neither file exists
+            backup_problem = f"there is no backup {self.backup_path}"
+        raise errors.StateError(
+            f"{problem}; {backup_problem}; the state record of site {self.site!r} is "
+            f"corrupt, and {self.path} and {self.backup_path} were left untouched: "
+            f"{KEEP_ADVICE}")
+
+    def _recovered(self, backup: SiteState, *, problem: str) -> SiteState:
+        """The backup in force, loudly: it may lack the last save before the loss."""
+        message = (f"{problem}; the state was recovered from the backup {self.backup_path}, "
+                   "which may lack the last save before the loss (check the last sync and "
+                   f"the inventory); the next save rewrites {self.path}")
+        log.error("%s", message)
+        return record_error(backup, stage="state", message=message, commit=None, now=now())
+
+    def _read(self, path: Path) -> tuple[SiteState, bytes] | None:
+        """The record in `path` and the digest of its bytes; None when there is no file.
+        _CorruptState when it is not UTF-8, not JSON or against the schema."""
+        try:
+            raw = path.read_bytes()
         except FileNotFoundError:
-            return SiteState(site=self.site)
-        except UnicodeDecodeError as exc:
-            raise errors.StateError(
-                f"{self.path}: corrupt state file (not UTF-8 at byte {exc.start}); it was left "
-                "untouched: repair it, or move it aside to start the site afresh"
-            ) from exc
+            return None
         except OSError as exc:
-            raise errors.StateError(f"{self.path}: cannot read state file: {exc}") from exc
-        return decode(text, where=str(self.path), site=self.site)
+            raise errors.StateError(f"{path}: cannot read the state file: {exc}") from exc
+        try:
+            text = raw.decode("utf-8")
+            data = json.loads(text)
+        except UnicodeDecodeError as exc:
+            raise _CorruptState(
+                f"{path}: corrupt state file (not UTF-8 at byte {exc.start})") from exc
+        except json.JSONDecodeError as exc:
+            raise _CorruptState(f"{documents.position(str(path), exc.lineno, exc.colno)}: "
+                                f"corrupt state file ({exc.msg})") from exc
+        try:
+            loaded = decode(text, where=str(path), site=self.site)
+        except errors.StateError as exc:
+            version = data.get("formatVersion") if isinstance(data, dict) else None
+            owner = data.get("site") if isinstance(data, dict) else None
+            if (isinstance(version, int) and version > FORMAT_VERSION) or (
+                    isinstance(owner, str) and owner != self.site):
+                raise
+            raise _CorruptState(str(exc)) from exc
+        return loaded, hashlib.sha256(raw).digest()
 
     def save(self, state: SiteState) -> None:
-        """Write `state` durably: temp file, fsync, rename, fsync of the folder.
+        """Write `state` durably, or not at all.
 
-        A write that fails (a full disk, a read-only folder) is a StateError; the file
-        keeps its previous content.
+        Every byte is written to a temporary file and read back, the file is fsynced, the
+        previous good record is linked as `<site>.json.bak`, the temporary file is renamed
+        over `<site>.json`, and the folder is fsynced. `<site>.json` is the old or the new
+        record at every moment. A failure (a full disk, a read-only folder) is a StateError
+        naming the file and the cause; the previous file is kept and no temporary is left.
         """
         payload = encode(state, where=str(self.path))
         tmp = self.state_dir / f".{self.site}.json.{os.getpid()}.tmp"
+        backup_tmp = self.state_dir / f".{self.site}.json.bak.{os.getpid()}.tmp"
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(payload)
-                while view:  # os.write may write less than asked
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_file(tmp, payload)
+            self._keep_backup(backup_tmp)
             os.replace(tmp, self.path)
+        except OSError as exc:
+            for leftover in (tmp, backup_tmp):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+            raise errors.StateError(
+                f"{self.path}: cannot write the state ({exc.strerror or exc}); the previous "
+                "state is kept; a retry helps once the state directory has room and is "
+                "writable") from exc
+        self._good = hashlib.sha256(payload).digest()
+        try:
             dir_fd = os.open(self.state_dir, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise errors.StateError(
-                f"{self.path}: cannot write the state ({exc.strerror or exc}); the previous "
-                "state is kept") from exc
+                f"{self.path}: the state was written but its folder could not be synced "
+                f"({exc.strerror or exc}); it may not survive a crash") from exc
 
+    def _keep_backup(self, backup_tmp: Path) -> None:
+        """Make the current `<site>.json`, if it is a good record, the backup: a hard link
+        (no bytes copied, so it needs no room) renamed over `<site>.json.bak`. A corrupt
+        file never replaces a good backup."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        if hashlib.sha256(raw).digest() != self._good:
+            try:
+                self._read(self.path)
+            except errors.StateError as exc:
+                log.error("%s is not kept as the backup: %s", self.path, exc)
+                return
+        with contextlib.suppress(FileNotFoundError):
+            backup_tmp.unlink()
+        try:
+            os.link(self.path, backup_tmp)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+                raise
+            _write_file(backup_tmp, raw)  # a file system without hard links: a copy
+        os.replace(backup_tmp, self.backup_path)
+
+
+def _write_file(path: Path, payload: bytes) -> None:
+    """`payload` in a new file at `path`, every byte written, read back and fsynced;
+    OSError otherwise (ENOSPC from a full disk, EIO for a file that reads back wrong)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(payload)
+        while view:  # os.write may write less than asked (a nearly full disk)
+            written = os.write(fd, view)
+            if written <= 0:
+                raise OSError(errno.EIO, f"{path}: a write wrote nothing")
+            view = view[written:]
+        os.fsync(fd)
+        if os.fstat(fd).st_size != len(payload) or os.pread(
+                fd, len(payload) + 1, 0) != payload:
+            raise OSError(errno.EIO, f"{path} does not read back as written")
+    finally:
+        os.close(fd)
 
 def sites_in(state_dir: Path) -> list[str]:
     """The sites that have a state file in `state_dir` (named by the one site-name rule)."""

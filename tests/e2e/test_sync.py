@@ -298,3 +298,49 @@ def test_context_flag_selects_the_cluster(any_cluster: ClusterUnderTest,
     assert up.returncode == 0, up.stderr
     unknown = site.sync_cli(*kubeconfig, "--context", "nope")
     assert unknown.returncode == 2 and "nope" in unknown.stderr
+
+
+def test_a_crd_carrying_an_intent_id_fails_sync_with_no_write(
+        any_cluster: ClusterUnderTest, remote: gitrepo.GitRemote, tmp_path: Path):
+    """A document of crds/ that carries an intent id (crds/ is shared by every site and
+    outside the fence) fails the pass before any write, naming the file and where to move
+    the document; the intent in force stays."""
+    site = Site(root=tmp_path, remote_url=remote.url, target=any_cluster)
+    assert site.sync().ok
+    path = "crds/workloadclusters.telco.example.com.yaml"
+    head, tail = remote.read(path).split("metadata:\n", 1)
+    remote.write(path, f"{head}metadata:\n  annotations:\n"
+                 f"    reconciler.dev/intent-id: sfo-baseline-1\n{tail}")
+    gitrepo.restamp(remote, site=SITE, new_id=NEW_ID, sequence=2)
+    remote.commit_and_push("A new intent, and a CRD tagged with the old one")
+    mark = any_cluster.mark()
+    done = site.sync_cli()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert path in done.stdout + done.stderr and "[crd-intent-id]" in done.stdout + done.stderr
+    assert f"move the document under sites/{SITE}/manifests/" in done.stdout + done.stderr
+    assert any_cluster.changed_since(mark) == []
+    recorded = site.store.load()
+    assert recorded.accepted is not None and recorded.accepted.id == "sfo-baseline-1"
+
+
+def test_an_intent_without_a_sequence_after_one_with_is_refused(
+        any_cluster: ClusterUnderTest, remote: gitrepo.GitRemote, tmp_path: Path):
+    """Once the site has seen a sequence, an intent without one is refused with exit 1
+    and no write."""
+    site = Site(root=tmp_path, remote_url=remote.url, target=any_cluster)
+    gitrepo.restamp(remote, site=SITE, new_id="sfo-5", sequence=5)
+    remote.commit_and_push("sfo-5")
+    assert site.sync_cli().returncode == 0
+    gitrepo.restamp(remote, site=SITE, new_id="sfo-unnumbered", sequence=None)
+    intent_file = f"sites/{SITE}/intent.yaml"
+    remote.write(intent_file, "".join(line for line in remote.read(intent_file)
+                                      .splitlines(keepends=True)
+                                      if not line.strip().startswith("sequence:")))
+    remote.commit_and_push("An intent without a sequence")
+    mark = any_cluster.mark()
+    done = site.sync_cli()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "has no sequence" in done.stdout
+    assert any_cluster.changed_since(mark) == []
+    recorded = site.store.load()
+    assert recorded.accepted is not None and recorded.accepted.id == "sfo-5"

@@ -179,6 +179,23 @@ def test_site_without_manifests_or_crds_loads_empty(make_tree: MakeTree) -> None
     assert loaded.crds == ()
 
 
+def test_a_missing_or_replaced_manifests_folder_is_said(make_tree: MakeTree) -> None:
+    """No manifests/ (deleted, or replaced by a file) is recorded on the bundle, for the
+    pipeline's prune guard to refuse; a folder is recorded as nothing missing."""
+    assert load(make_tree(site_files())).manifests_missing == "is missing"
+    as_file = {**site_files(), "sites/edge-a/manifests": "a file, not a folder\n"}
+    assert load(make_tree(as_file)).manifests_missing == "is not a folder"
+    with_folder = {**site_files(), "sites/edge-a/manifests/app.yaml": APP}
+    assert load(make_tree(with_folder)).manifests_missing == ""
+
+
+def test_allow_empty_is_read_from_the_intent(make_tree: MakeTree) -> None:
+    allowed = intent(spec=SPEC.replace("prune: false", "prune: allowEmpty"))
+    loaded = load(make_tree({"sites/edge-a/intent.yaml": allowed}))
+    assert loaded.intent.prune and loaded.intent.allow_empty
+    assert not load(make_tree(site_files())).intent.allow_empty
+
+
 def test_intent_fields_are_read(make_tree: MakeTree) -> None:
     """id, sequence, description, healthTimeout (as seconds) and prune come from the spec."""
     loaded = load(make_tree(site_files()))
@@ -338,7 +355,7 @@ def test_nested_sequence_as_a_mapping_key_is_a_bundle_error() -> None:
          "$.spec.rollout.healthTimeout", "invalid duration -5: must not be negative"),
         ("  id: intent-1\n  sequence: -1\n", "$.spec.sequence", "-1 is less than the minimum"),
         ("  id: intent-1\n  rollout:\n    prune: maybe\n", "$.spec.rollout.prune",
-         "'maybe' is not of type 'boolean'"),
+         "'maybe' is not one of [True, False, 'allowEmpty']"),
     ],
 )
 def test_intent_breaking_its_schema_names_file_and_json_path(

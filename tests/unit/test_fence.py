@@ -76,14 +76,41 @@ def test_equal_sequence_is_refused():
     assert decision.verdict is fence.Verdict.REFUSE
 
 
-def test_sequence_is_ignored_when_either_side_has_none():
-    """Sequences only order intents when both sides carry one."""
-    with_none_new = fence.decide(accepted=accepted("a", 9), superseded=(), intent=intent("b"),
-                                 manifests=[])
-    with_none_old = fence.decide(accepted=accepted("a"), superseded=(), intent=intent("b", 1),
-                                 manifests=[])
-    assert with_none_new.verdict is fence.Verdict.ACCEPT
-    assert with_none_old.verdict is fence.Verdict.ACCEPT
+def test_a_first_sequence_is_accepted_over_an_intent_without_one():
+    """An intent with a sequence supersedes one without: the site starts counting there."""
+    decision = fence.decide(accepted=accepted("a"), superseded=(), intent=intent("b", 1),
+                            manifests=[])
+    assert decision.verdict is fence.Verdict.ACCEPT
+
+
+def test_an_intent_without_a_sequence_is_refused_once_a_site_has_seen_one():
+    """After sequence 5, an intent without a sequence is refused, and says why."""
+    decision = fence.decide(accepted=accepted("a", 5), superseded=(), intent=intent("b"),
+                            manifests=[manifest("x", "b")])
+    assert decision.verdict is fence.Verdict.REFUSE
+    assert decision.intent_id == "a"
+    assert decision.apply == ()
+    assert "no sequence" in decision.reason and "sequence 5" in decision.reason
+
+
+def test_the_highest_sequence_ever_accepted_orders_intents_when_the_accepted_has_none():
+    """A record whose accepted intent has no sequence (written before the rule) still
+    refuses a sequence not higher than the highest one it ever accepted."""
+    lower = fence.decide(accepted=accepted("b"), superseded={"a"}, intent=intent("c", 2),
+                         highest_sequence=5, manifests=[])
+    higher = fence.decide(accepted=accepted("b"), superseded={"a"}, intent=intent("c", 6),
+                          highest_sequence=5, manifests=[])
+    assert lower.verdict is fence.Verdict.REFUSE
+    assert "sequence 2, not higher than 5" in lower.reason
+    assert higher.verdict is fence.Verdict.ACCEPT
+
+
+def test_an_id_ever_accepted_is_refused_even_with_a_higher_sequence():
+    """A replayed id is refused however high the sequence it now carries."""
+    decision = fence.decide(accepted=accepted("b", 2), superseded={"a", "b"},
+                            intent=intent("a", 9), manifests=[])
+    assert decision.verdict is fence.Verdict.REFUSE
+    assert "superseded" in decision.reason
 
 
 def test_superseded_intent_coming_back_is_refused():

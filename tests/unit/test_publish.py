@@ -598,3 +598,21 @@ def test_a_review_finding_alone_does_not_stop_publish(
     code, _, err = run(fleet, capsys, "--id", "upf-2-4", "-m", "defaulted")
     assert code == 0, err
     assert ids_at(fleet) == {"upf-2-4"}
+
+
+def test_a_crd_carrying_an_intent_id_is_not_committed(
+        fleet: gitrepo.GitRemote, capsys: pytest.CaptureFixture[str]) -> None:
+    """A document of crds/ (shared by every site, outside the fence) that carries an intent
+    id is a revision every site refuses: publish names the file and where to move it, exit
+    1, and nothing is committed."""
+    path = "crds/workloadclusters.telco.example.com.yaml"
+    head, tail = fleet.read(path).split("metadata:\n", 1)
+    fleet.write(path, f"{head}metadata:\n  annotations:\n"
+                f"    reconciler.dev/intent-id: stale-intent\n{tail}")
+    fleet.commit_and_push("a CRD tagged with an intent id")
+    before = snapshot(fleet)
+    code, out, err = run(fleet, capsys, "-m", "tagged CRD")
+    assert (code, out) == (1, "")
+    assert f"{path}:" in err and "[crd-intent-id]" in err
+    assert "move the document under sites/<site>/manifests/" in err
+    assert snapshot(fleet) == before

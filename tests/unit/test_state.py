@@ -133,10 +133,11 @@ def test_save_replaces_the_previous_state(store: state.FileStateStore) -> None:
 
 
 def test_save_leaves_no_temp_files(store: state.FileStateStore) -> None:
-    """After saves, the state dir holds only the state file."""
+    """After saves, the state dir holds only the state file and its backup."""
     store.save(FULL)
     store.save(FULL)
-    assert sorted(p.name for p in store.state_dir.iterdir()) == ["edge-a.json"]
+    assert sorted(p.name for p in store.state_dir.iterdir()) == ["edge-a.json",
+                                                                   "edge-a.json.bak"]
 
 
 def test_invalid_state_is_not_written(store: state.FileStateStore) -> None:

@@ -251,9 +251,10 @@ def test_a_lost_state_is_refused_loudly_until_adopt(kind: str, tmp_path: Path,
 
     first = sync(env.options)
     assert first.ok, first.message
-    # The record is lost entirely: the file deleted, or the ConfigMap.
+    # The record is lost entirely: the file and its backup deleted, or the ConfigMap.
     if isinstance(store, state.FileStateStore):
         store.path.unlink()
+        store.backup_path.unlink()
     else:
         del env.cluster.objects[store.ref]
         store = kubestate.KubeStateStore(target=env.cluster, namespace=NAMESPACE,
