@@ -318,7 +318,7 @@ def test_a_second_manager_conflicts_on_omitted_zeros_and_defaulted_atomic_fields
     body["spec"]["template"]["spec"]["containers"][0]["env"] = [
         {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
     assert api.apply(f"{DEPLOY_PATH}/d", body, manager="first")[0] == 201
-    status, _ = api("PATCH", f"{DEPLOY_PATH}/d/status", {"status": {"replicas": 0}},
+    status, _ = api("PATCH", f"{DEPLOY_PATH}/d/status", {"status": {"collisionCount": 0}},
                     content_type="application/merge-patch+json",
                     query=[("fieldManager", "status-writer")])
     assert status == 200
