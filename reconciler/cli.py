@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler import __version__, contract, durations, errors
+from reconciler import __version__, cluster, contract, durations, errors
 from reconciler.repo import bundle
 from reconciler.site import report, state
 
@@ -103,6 +103,53 @@ def _access(args: argparse.Namespace) -> Any:
                          known_hosts_file=args.known_hosts_file, timeout=args.git_timeout)
 
 
+def _add_signature_flags(parser: argparse.ArgumentParser) -> None:
+    """--verify-signatures and its trusted keys (signatures.Trust, docs/git.md), for the
+    commands that fetch a site's intent; the key files have environment variables."""
+    env = os.environ.get
+    parser.add_argument("--verify-signatures", action="store_true",
+                        default=os.environ.get("RECONCILER_VERIFY_SIGNATURES") or False,
+                        help="refuse a fetched head that is unsigned, signed by a key outside "
+                             "--trusted-keys/--allowed-signers, or whose signature does not "
+                             "verify, and one over such a commit that changed the site's "
+                             "files: nothing of it is applied, the intent in force stays "
+                             "($RECONCILER_VERIFY_SIGNATURES=true)")
+    parser.add_argument("--trusted-keys", type=Path, metavar="FILE",
+                        default=env("RECONCILER_TRUSTED_KEYS") or None,
+                        help="OpenPGP public keys a head may be signed by, armored or binary "
+                             "(gpg --export); imported into a private keyring for each check, "
+                             "never ~/.gnupg ($RECONCILER_TRUSTED_KEYS)")
+    parser.add_argument("--allowed-signers", type=Path, metavar="FILE",
+                        default=env("RECONCILER_ALLOWED_SIGNERS") or None,
+                        help="ssh keys a head may be signed by, in git's "
+                             "gpg.ssh.allowedSignersFile format ($RECONCILER_ALLOWED_SIGNERS)")
+
+
+def _env_flag(value: object, *, name: str) -> bool:
+    """A store_true flag whose default came from the environment variable `name` (a
+    string there): true/false, yes/no, on/off, 1/0; UsageError naming it otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise errors.UsageError(f"${name} must be true or false, not "
+                            f"{errors.printable(text[:40])!r}")
+
+
+def _trust(args: argparse.Namespace) -> Any:
+    """The flags of _add_signature_flags() as a signatures.Trust, or None when signatures
+    are not verified; UsageError when they cannot serve."""
+    from reconciler.repo import signatures
+
+    trust = signatures.Trust(keyring=args.trusted_keys, allowed_signers=args.allowed_signers)
+    verify = _env_flag(args.verify_signatures, name="RECONCILER_VERIFY_SIGNATURES")
+    signatures.check(trust=trust, verify=verify)
+    return trust if verify else None
+
+
 # What add_subparsers() returns; generic for type checkers only, so a string at run time.
 _Commands: typing.TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -135,12 +182,20 @@ def _add_sync_flags(parser: argparse.ArgumentParser, *, many_sites: bool = False
     parser.add_argument("--kubeconfig", type=Path, default=None,
                         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     parser.add_argument("--context", default=None, help="kubeconfig context to use")
+    parser.add_argument("--request-timeout", type=_duration, default=30.0, metavar="DURATION",
+                        help="how long to wait for the API server's answer to one request "
+                             "(default: 30s); every write asks the server to give up after "
+                             "two thirds of it, so a write this process abandoned never "
+                             "takes effect later")
     parser.add_argument("--allow-history-rewrite", action="store_true",
                         help="accept a new head that does not descend from the last fetched one")
     _add_limit_flags(parser)
     _add_git_flags(parser)
+    _add_signature_flags(parser)
     parser.add_argument("--force-conflicts", action="store_true",
-                        help="take over fields another field manager owns (server-side apply)")
+                        help="take over fields another field manager owns (server-side "
+                             "apply), never another site's (reconciler/<site>)")
+    _add_policy_flags(parser)
     _add_state_flags(parser)
     parser.add_argument("--adopt", action="store_true",
                         help="a site with no state takes the intent at the head even though "
@@ -153,6 +208,62 @@ def _add_sync_flags(parser: argparse.ArgumentParser, *, many_sites: bool = False
                              "nothing is always refused unless this is 1), before anything "
                              "is applied; `rollout.prune: allowEmpty` in the intent allows "
                              "it (default 0.5)")
+
+
+def _add_policy_flags(parser: argparse.ArgumentParser) -> None:
+    """The site's policy (site/policy.py, docs/policy.md): what the operator lets the
+    repository write. A revision with an object outside it is refused; prune never deletes
+    one."""
+    from reconciler.site import policy
+
+    denied = ", ".join(policy.DEFAULT_DENIED_NAMESPACES)
+    parser.add_argument("--allow-namespace", action="append", default=[], metavar="NS",
+                        type=_namespace_rule,
+                        help="only objects in these namespaces (repeatable; shell patterns "
+                             f"such as sfo-*); naming {denied} exactly lifts its default deny")
+    parser.add_argument("--deny-namespace", action="append", default=[], metavar="NS",
+                        type=_namespace_rule,
+                        help=f"never objects in these namespaces (repeatable; patterns); "
+                             f"{denied} are denied by default")
+    parser.add_argument("--allow-kind", action="append", default=[], metavar="KIND",
+                        type=_kind_rule,
+                        help="only objects of these kinds (repeatable): Kind (every API "
+                             "group) or Kind.group (e.g. Deployment.apps)")
+    parser.add_argument("--deny-kind", action="append", default=[], metavar="KIND",
+                        type=_kind_rule,
+                        help="never objects of these kinds (repeatable; wins over "
+                             "--allow-kind), e.g. ClusterRoleBinding")
+
+
+def _namespace_rule(text: str) -> str:
+    """A namespace or a shell pattern of namespaces, for --allow/deny-namespace."""
+    from reconciler.site import policy
+
+    if not policy.NAMESPACE_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a namespace or a pattern of namespaces (lower case letters, "
+            "digits, '-', and the patterns * ? [ ])")
+    return text
+
+
+def _kind_rule(text: str) -> str:
+    """`Kind` or `Kind.group`, for --allow/deny-kind: a rule that could never match (a
+    lower-case or plural kind, a group cut short) is a usage error naming the spelling."""
+    from reconciler.site import policy
+
+    problem = policy.kind_rule_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a kind rule: {problem}")
+    return text
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    """The flags of _add_policy_flags() as a policy.Policy."""
+    from reconciler.site import policy
+
+    return policy.Policy(allow_namespaces=tuple(args.allow_namespace),
+                         deny_namespaces=tuple(args.deny_namespace),
+                         allow_kinds=tuple(args.allow_kind), deny_kinds=tuple(args.deny_kind))
 
 
 def _fraction(text: str) -> float:
@@ -247,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "in when it could not")
     run.add_argument("--interval", type=_duration, default=30.0, metavar="DURATION",
                      help=f"time between fetches (default: 30s; {DURATION_FORMAT})")
+    run.add_argument("--max-backoff", type=_duration, default=300.0, metavar="DURATION",
+                     help="after a failed pass the next comes after 1s, 2s, 4s, ... (with "
+                          "jitter) up to this (default: 5m); a good pass resets it")
     run.add_argument("--no-file-watch", action="store_true",
                      help="for a local repository, poll only: do not watch its refs")
     _add_endpoint_flags(run)
@@ -398,6 +512,8 @@ def _add_manager_commands(commands: _Commands) -> None:
     plan.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
     _add_limit_flags(plan)
     _add_git_flags(plan)
+    _add_signature_flags(plan)
+    _add_policy_flags(plan)
 
     intent = _command(
         commands, "intent", help="the manager's side: publish a new intent",
@@ -641,7 +757,9 @@ def _options(args: argparse.Namespace, site: str, *, cache_dir: Path | None = No
                             cache_dir=cache_dir,
                             allow_history_rewrite=args.allow_history_rewrite,
                             limits=_limits(args), adopt=args.adopt, access=_access(args),
-                            max_prune_fraction=args.max_prune_fraction)
+                            max_prune_fraction=args.max_prune_fraction, trust=_trust(args),
+                            policy=_policy(args),
+                            write_deadline=cluster.write_deadline(args.request_timeout))
 
 
 def _state_namespace(args: argparse.Namespace) -> str:
@@ -676,7 +794,8 @@ def _site(args: argparse.Namespace,
     holder = leases.identity()
     target = kube.connect(kubeconfig=args.kubeconfig, context=args.context,
                           force_conflicts=args.force_conflicts,
-                          user_agent=f"intent-reconciler ({holder})")
+                          user_agent=f"intent-reconciler ({holder})",
+                          request_timeout=args.request_timeout)
     try:
         if args.state_store == "kubernetes":
             site_lease = leases.Lease(target=target, namespace=_state_namespace(args),
@@ -763,6 +882,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.interval <= 0:
         raise errors.UsageError(f"--interval must be positive, not {args.interval}")
+    if args.max_backoff <= 0:
+        raise errors.UsageError(f"--max-backoff must be positive, not {args.max_backoff}")
     sites = list(dict.fromkeys(args.site))
     if args.state_store == "kubernetes" or len(sites) > 1:
         return _run_sites(args, sites)
@@ -771,7 +892,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             _reporting(args, sites, target) as reporting:
         site_agent = agent.Agent(options=options, store=store, target=target,
                                  interval=args.interval, watch_files=not args.no_file_watch,
-                                 observer=reporting.observer,
+                                 max_backoff=args.max_backoff, observer=reporting.observer,
                                  control_channel=_channel(args, options.site, target))
         reporting.runners.append(site_agent)
         return agent.run(agent=site_agent)
@@ -863,7 +984,8 @@ def _run_sites(args: argparse.Namespace, sites: list[str]) -> int:
     holder = leases.identity()
     target = kube.connect(kubeconfig=args.kubeconfig, context=args.context,
                           force_conflicts=args.force_conflicts,
-                          user_agent=f"intent-reconciler ({holder})")
+                          user_agent=f"intent-reconciler ({holder})",
+                          request_timeout=args.request_timeout)
     base = args.cache_dir or args.state_dir / contract.CACHE_DIR_NAME
     runners: list[agent.Runner] = []
     try:
@@ -898,7 +1020,7 @@ def _agent(args: argparse.Namespace, options: Any, target: Any, *,
 
     return agent.Agent(options=options, store=_store(args, options.site, target, guard),
                        target=target, interval=args.interval,
-                       watch_files=not args.no_file_watch,
+                       max_backoff=args.max_backoff, watch_files=not args.no_file_watch,
                        control_channel=_channel(args, options.site, target),
                        **({"observer": observer} if observer is not None else {}))
 
@@ -1217,7 +1339,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     options = plan.Options(url=args.repo, site=args.site, ref=args.ref,
                            state_dir=args.state_dir, cache_dir=args.cache_dir,
-                           limits=_limits(args), access=_access(args))
+                           limits=_limits(args), access=_access(args), policy=_policy(args),
+                           trust=_trust(args))
     target: kube.KubeCluster | None = None
     if args.kubeconfig is not None:
         target = kube.connect(kubeconfig=args.kubeconfig, context=args.context)

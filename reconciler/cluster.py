@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
+
+from reconciler import contract
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -111,8 +113,16 @@ class Cluster(Protocol):
         ...
 
     def apply(self, obj: Mapping[str, Any], *, force: bool = False,
-              dry_run: bool = False) -> Applied:
-        """Server-side apply of `obj` with the reconciler's field manager."""
+              dry_run: bool = False,
+              field_manager: str = contract.SHARED_FIELD_MANAGER) -> Applied:
+        """Server-side apply of `obj` as `field_manager`: a site's own
+        (`contract.field_manager(site)`) for its manifests, the shared one for crds/."""
+        ...
+
+    def json_patch(self, ref: ObjectRef, operations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """A JSON patch (RFC 6902) of the object, returned as stored: how the reconciler
+        rewrites the managedFields of its own objects (site/managers.py), guarded by a
+        `test` of the resourceVersion it read. A failed test is a ClusterError."""
         ...
 
     def get(self, ref: ObjectRef) -> dict[str, Any] | None:
@@ -145,3 +155,13 @@ class Cluster(Protocol):
         """Record `event`: created the first time (count 1), else its count, last time
         and message patched (created again when it is gone: Events expire)."""
         ...
+
+
+def write_deadline(request_timeout: float) -> int:
+    """The `timeout` a write asks the API server for, in whole seconds, when the client
+    waits `request_timeout` for an answer: two thirds of it. The server gives up on the
+    write (its context deadline ends the admission calls and the storage transaction)
+    before the client gives up on the answer, so a write the client abandoned cannot take
+    effect afterwards, when a newer intent may have been accepted. Without it the server
+    allows a write 34 s, more than the client's 30 s."""
+    return max(1, int(request_timeout * 2 / 3))

@@ -21,14 +21,25 @@ ANNOTATION_HEALTH = ANNOTATION_PREFIX + "health"
 # `enabled`: an apply refused for an immutable field deletes and recreates the object.
 ANNOTATION_REPLACE = ANNOTATION_PREFIX + "replace"
 REPLACE_ENABLED = "enabled"
+# `enabled`: an object that exists but was not applied for this site (no
+# `reconciler.dev/site: <site>` label) is taken over; without it the rollout refuses it
+# (rule `adoption`, docs/policy.md). Not the `--adopt` flag, which is about a lost state.
+ANNOTATION_ADOPT = ANNOTATION_PREFIX + "adopt"
+ADOPT_ENABLED = "enabled"
 
 # Labels the reconciler adds to everything it applies.
 LABEL_SITE = ANNOTATION_PREFIX + "site"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "reconciler"
 
-# The server-side apply field manager.
-FIELD_MANAGER = "reconciler"
+# Server-side apply field managers. Each site applies its manifests as
+# `reconciler/<site>` (field_manager()), so two sites that claim one object conflict
+# instead of taking it from each other. SHARED_FIELD_MANAGER applies what every site
+# shares (the CRDs of crds/); it was every site's manager before, so a site migrates the
+# Apply entries it finds under it on its own objects (site/managers.py).
+SHARED_FIELD_MANAGER = "reconciler"
+LEGACY_FIELD_MANAGER = SHARED_FIELD_MANAGER
+FIELD_MANAGER_PREFIX = SHARED_FIELD_MANAGER + "/"
 
 # The Intent document.
 INTENT_API_VERSION = "reconciler.dev/v1alpha1"
@@ -62,6 +73,11 @@ SITE_CLUSTER_ROLE = "intent-reconciler-site"
 OWN_ROLE = "intent-reconciler"
 
 SITE_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+
+
+def field_manager(site: str) -> str:
+    """The server-side apply field manager of one site: `reconciler/<site>`."""
+    return FIELD_MANAGER_PREFIX + site
 
 
 def site_dir(site: str) -> PurePosixPath:

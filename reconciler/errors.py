@@ -7,8 +7,28 @@ manifest cannot until someone commits a fix.
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
+
+# Characters shown escaped: C0 and C1 controls and DEL (newlines forge log lines, ESC
+# starts terminal sequences), line and paragraph separators, and bidirectional overrides.
+_UNSAFE = frozenset({"\u2028", "\u2029", *map(chr, range(0x202A, 0x202F)),
+                     *map(chr, range(0x2066, 0x206A))})
+
+
+def printable(text: str) -> str:
+    """`text` with every control character escaped as Python writes it (`\\n`, `\\x1b`):
+    repository text as a log line or a terminal may show it, one line, inert. A
+    BundleError's message passes through it: a name or a path in a commit cannot forge a
+    log line or drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(repr(char)[1:-1] if _unsafe(char) else char for char in text)
+
+
+def _unsafe(char: str) -> bool:
+    return char in _UNSAFE or unicodedata.category(char) == "Cc"
 
 
 class ReconcilerError(Exception):
@@ -33,8 +53,18 @@ class HistoryRewriteError(SourceError):
     retryable = False
 
 
+class SignatureError(SourceError):
+    """The fetched head is unsigned, signed by an untrusted key, or its signature does not
+    verify (--verify-signatures): refused until a commit signed by a trusted key lands."""
+
+    retryable = False
+
+
 class BundleError(ReconcilerError):
     """The site's files at a revision cannot be read: missing, unsafe, or not YAML."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable(message))  # it quotes repository paths and names
 
 
 class YAMLSyntaxError(BundleError):
@@ -46,15 +76,15 @@ class YAMLSyntaxError(BundleError):
         self.file = file
         self.line = line
         self.column = column
-        self.problem = problem or message
+        self.problem = printable(problem or message)
 
 
 class ValidationError(ReconcilerError):
     """Documents read fine but break a schema or a protocol rule."""
 
     def __init__(self, message: str, *, findings: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.findings = findings or [message]
+        super().__init__(printable(message))  # findings quote names from the repository
+        self.findings = [printable(finding) for finding in findings or [message]]
 
 
 class StateError(ReconcilerError):
@@ -122,13 +152,16 @@ class ClusterError(ReconcilerError):
     `reason`, `details` and `causes` keep the API server's Status payload when it sent
     one: `reason` its machine-readable reason (`Conflict`, `Invalid`, `NotFound`, ...),
     `details` the Status's `details` as sent, `causes` its `details.causes`.
+    `retry_after`: the seconds the server asked a client to wait before the next try (the
+    `Retry-After` header of a 429 or 503), None when it asked nothing.
     """
 
     def __init__(self, message: str, *, retryable: bool = False, status: int | None = None,
                  reason: str | None = None, details: Mapping[str, Any] | None = None,
-                 causes: tuple[Cause, ...] = ()) -> None:
+                 causes: tuple[Cause, ...] = (), retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
         self.status = status
         self.reason = reason
         self.details = details

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,21 @@ import urllib3
 
 from reconciler import cluster, contract, errors, kubekinds
 
-_TIMEOUT = (5.0, 30.0)  # connect, read: seconds
+log = logging.getLogger("reconciler.kube")
+
+CONNECT_TIMEOUT = 5.0  # seconds
+READ_RETRIES = 5  # tries of a read the server answers 429 with a short Retry-After
+READ_RETRY_WAIT = 5.0  # seconds: a longer Retry-After is the caller's to honour
+REQUEST_TIMEOUT = 30.0  # seconds the client waits for an answer (`--request-timeout`)
+
+
 _ECHOED_VALUE = re.compile(r'(Invalid value: )("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def _segment(text: str) -> str:
+    """One URL path segment: every reserved character escaped, `/` too, so no name can
+    reach another path (names are validated before they get here; this is the last word)."""
+    return urllib.parse.quote(text, safe="")
 
 
 def _not_served(api_version: str, kind: str, *,
@@ -52,7 +66,8 @@ def service_account_dir() -> Path:
 
 
 def connect(*, kubeconfig: Path | None = None, context: str | None = None,
-            force_conflicts: bool = False, user_agent: str | None = None) -> KubeCluster:
+            force_conflicts: bool = False, user_agent: str | None = None,
+            request_timeout: float = REQUEST_TIMEOUT) -> KubeCluster:
     """A cluster from `--kubeconfig`, `$KUBECONFIG`, `~/.kube/config`, or in-cluster config.
     `user_agent` names the replica in the API server's audit log (`run` with leases).
 
@@ -60,7 +75,19 @@ def connect(*, kubeconfig: Path | None = None, context: str | None = None,
     https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, authenticated by the
     service account's token and verified by its `ca.crt` (service_account_dir()); the
     token is read again every minute, as the kubelet rotates a projected one."""
+    if request_timeout < 1.5:
+        raise errors.UsageError(
+            f"--request-timeout {request_timeout:g}s is too short: at least 1.5s (writes ask "
+            "the server to give up after two thirds of it, at least a whole second)")
     configuration = kubernetes.client.Configuration()
+    # urllib3 sends a request again after a read error for DELETE and PUT by default: a
+    # write the server may already be running, sent twice, the second copy after the
+    # caller gave up on the first. Reads are re-sent; a write that fails after it was
+    # sent is the rollout's to retry (with its abort check), never the transport's.
+    # Connection errors (nothing sent) are retried for every method.
+    configuration.retries = urllib3.Retry(
+        total=3, connect=3, read=3, status=0, redirect=0, other=0, backoff_factor=0.1,
+        allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False)
     path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG", "")
     default = Path.home() / ".kube" / "config"
     in_cluster = not path and not default.exists() and bool(
@@ -84,15 +111,19 @@ def connect(*, kubeconfig: Path | None = None, context: str | None = None,
         where = path or str(default)
         raise errors.UsageError(f"cannot load cluster config from {where}: {exc}") from exc
     return KubeCluster(kubernetes.client.ApiClient(configuration), force_conflicts=force_conflicts,
-                       user_agent=user_agent)
+                       user_agent=user_agent, request_timeout=request_timeout)
 
 
 class KubeCluster:
     """The Cluster port over a kubernetes ApiClient."""
 
     def __init__(self, api: kubernetes.client.ApiClient, *, force_conflicts: bool = False,
-                 user_agent: str | None = None) -> None:
+                 user_agent: str | None = None,
+                 request_timeout: float = REQUEST_TIMEOUT) -> None:
         self._api = api
+        self._timeout = (CONNECT_TIMEOUT, request_timeout)
+        # Every write carries it (see cluster.write_deadline()): no late writes.
+        self._write_deadline = ("timeout", f"{cluster.write_deadline(request_timeout)}s")
         if user_agent is not None:
             # The client's default header wins over a request's own User-Agent.
             api.user_agent = user_agent
@@ -109,8 +140,27 @@ class KubeCluster:
     def _request(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
                  body: Any = None, content_type: str = "application/json",
                  what: str = "") -> tuple[int, Any]:
-        """One request; returns (status, decoded body). Transport errors are ClusterError."""
+        """One request; returns (status, decoded body). Transport errors are ClusterError.
+
+        A read the server answers 429 with a short `Retry-After` is asked again after that
+        wait, a few times, as client-go does: a list of a custom resource whose CRD was
+        established a moment ago gets "storage is (re)initializing" until its watch cache
+        is ready. Writes are never repeated here (the rollout retries them, with its abort
+        check)."""
+        for _ in range(READ_RETRIES):
+            status, data = self._send(method, path, query=query, body=body,
+                                      content_type=content_type, what=what)
+            wait = getattr(data, "retry_after", None)
+            if method != "GET" or status != 429 or wait is None or wait > READ_RETRY_WAIT:
+                break
+            threading.Event().wait(max(wait, 0.1))
+        return status, data
+
+    def _send(self, method: str, path: str, *, query: list[tuple[str, str]] | None,
+              body: Any, content_type: str, what: str) -> tuple[int, Any]:
         headers = {"Accept": "application/json", "User-Agent": "intent-reconciler"}
+        if method != "GET":
+            query = [*(query or []), self._write_deadline]
         if body is not None:
             headers["Content-Type"] = content_type  # the client encodes the dict as JSON
         method, url, headers, payload, _ = self._api.param_serialize(
@@ -119,7 +169,7 @@ class KubeCluster:
         )
         try:
             response = self._api.call_api(method, url, header_params=headers, body=payload,
-                                          _request_timeout=_TIMEOUT)
+                                          _request_timeout=self._timeout)
             raw = response.read()
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # urllib3 wraps what ended its retries in MaxRetryError.reason (an exception).
@@ -149,12 +199,16 @@ class KubeCluster:
             # `service unavailable`. _fail() never puts it in a message (it may be a proxy's
             # page); discovery names it as the reason a group version is unavailable.
             data = raw.decode("utf-8", "replace").strip().partition("\n")[0][:200] or None
+        if response.status in (429, 503):  # _fail() keeps the wait it asks for
+            data = _with_retry_after(data, response.getheader("Retry-After"))
         return response.status, data
 
     @staticmethod
-    def _fail(status: int, data: Any, *, what: str, action: str) -> errors.ClusterError:
+    def _fail(status: int, data: Any, *, what: str, action: str,
+              manager: str | None = None) -> errors.ClusterError:
         """The error for a non-2xx answer; `data` is its decoded body, a Status when the
-        API server sent one: its message, reason, details and causes are kept."""
+        API server sent one: its message, reason, details and causes are kept. `manager`:
+        the field manager an apply was sent as, named in a conflict's message."""
         body: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
         message = _text(body.get("message"))
         reason = _text(body.get("reason"))
@@ -179,10 +233,17 @@ class KubeCluster:
         if status == 403:
             return _forbidden(text, action=action, **payload)
         if status == 409 and action == "apply":
-            return errors.ConflictError(
-                text + " (another field manager owns these fields; --force-conflicts takes them)",
-                managers=_conflicting_managers(causes), **payload,
-            )
+            managers = _conflicting_managers(causes)
+            sites = _other_sites(managers, mine=manager)
+            applying = f"applying as {manager!r}; " if manager else ""
+            if sites:
+                hint = (f"{applying}another site's field manager ({', '.join(sites)}) owns "
+                        "these fields: two sites claim this object; remove it from one of "
+                        "them (--force-conflicts never takes another site's fields)")
+            else:
+                hint = (f"{applying}another field manager owns these fields; "
+                        "--force-conflicts takes them")
+            return errors.ConflictError(f"{text} ({hint})", managers=managers, **payload)
         retryable = status in (408, 429) or status >= 500 or reason == "ServerTimeout"
         if message and message.startswith("failed to create typed patch object"):
             # The applied manifest does not fit the CRD's schema (an undeclared field, a
@@ -190,7 +251,8 @@ class KubeCluster:
             retryable = False
             text += " (the manifest does not match its CRD's schema)"
         kind = errors.ApplyError if action == "apply" else errors.ClusterError
-        return kind(text, retryable=retryable, **payload)
+        return kind(text, retryable=retryable, retry_after=getattr(data, "retry_after", None),
+                    **payload)
 
     # --- discovery ----------------------------------------------------------------------
 
@@ -254,7 +316,7 @@ class KubeCluster:
         name = f"{version}.{group}"
         try:
             status, data = self._request(
-                "GET", f"/apis/apiregistration.k8s.io/v1/apiservices/{urllib.parse.quote(name)}",
+                "GET", f"/apis/apiregistration.k8s.io/v1/apiservices/{_segment(name)}",
                 what=f"APIService/{name}")
         except errors.ClusterError:
             return ""
@@ -304,14 +366,19 @@ class KubeCluster:
     def _path(self, res: cluster.Resource, namespace: str | None, name: str | None = None) -> str:
         base = "/api/v1" if res.api_version == "v1" else f"/apis/{res.api_version}"
         if res.namespaced and namespace:
-            base += f"/namespaces/{urllib.parse.quote(namespace)}"
+            base += f"/namespaces/{_segment(namespace)}"
         base += f"/{res.plural}"
-        return base + (f"/{urllib.parse.quote(name)}" if name else "")
+        return base + (f"/{_segment(name)}" if name else "")
 
     # --- verbs --------------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any], *, force: bool = False,
-              dry_run: bool = False) -> cluster.Applied:
+              dry_run: bool = False,
+              field_manager: str = contract.SHARED_FIELD_MANAGER) -> cluster.Applied:
+        """Server-side apply as `field_manager`. With --force-conflicts an apply that
+        conflicts is sent again forced, taking the fields from the managers named, unless
+        one of them is another site's (`reconciler/<other>`, or the shared `reconciler`):
+        a site never takes another site's fields, so that stays a ConflictError."""
         ref = cluster.ObjectRef.of(obj)
         res = self.resource(api_version=ref.api_version, kind=ref.kind)
         namespace = ref.namespace or ("default" if res.namespaced else None)
@@ -320,23 +387,46 @@ class KubeCluster:
             body["metadata"] = {**body["metadata"], "namespace": namespace}
         elif not res.namespaced and ref.namespace:
             body["metadata"] = {k: v for k, v in body["metadata"].items() if k != "namespace"}
-        query = [("fieldManager", contract.FIELD_MANAGER)]
-        if force or self._force_conflicts:
-            query.append(("force", "true"))
+        query = [("fieldManager", field_manager)]
         if dry_run:
             query.append(("dryRun", "All"))
+        path = self._path(res, namespace, ref.name)
         status, data = self._request(
-            "PATCH", self._path(res, namespace, ref.name), query=query, body=body,
+            "PATCH", path, query=query + ([("force", "true")] if force else []), body=body,
             content_type="application/apply-patch+yaml", what=str(ref),
         )
+        if status == 409 and self._force_conflicts and not force:
+            conflict = self._fail(status, data, what=str(ref), action="apply",
+                                  manager=field_manager)
+            managers = getattr(conflict, "managers", ())
+            if not managers or _other_sites(managers, mine=field_manager):
+                raise conflict
+            log.warning("%s: --force-conflicts takes fields from %s", ref,
+                        ", ".join(managers))
+            status, data = self._request(
+                "PATCH", path, query=[*query, ("force", "true")], body=body,
+                content_type="application/apply-patch+yaml", what=str(ref),
+            )
         if status not in (200, 201):
-            raise self._fail(status, data, what=str(ref), action="apply")
+            raise self._fail(status, data, what=str(ref), action="apply",
+                             manager=field_manager)
         meta = data.get("metadata", {})
         return cluster.Applied(
             ref=cluster.ObjectRef.of(data), created=status == 201,
             resource_version=meta.get("resourceVersion"), generation=meta.get("generation"),
             live=data,
         )
+
+    def json_patch(self, ref: cluster.ObjectRef,
+                   operations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        res = self.resource(api_version=ref.api_version, kind=ref.kind)
+        status, data = self._request(
+            "PATCH", self._path(res, ref.namespace, ref.name), body=[dict(op) for op in operations],
+            content_type="application/json-patch+json", what=str(ref))
+        if status != 200:
+            raise self._fail(status, data, what=str(ref), action="patch")
+        result: dict[str, Any] = data
+        return result
 
     def get(self, ref: cluster.ObjectRef) -> dict[str, Any] | None:
         res = self.resource(api_version=ref.api_version, kind=ref.kind)
@@ -407,11 +497,11 @@ class KubeCluster:
         """A core v1 Event: POST the first time; then a merge patch of its count, last
         time and message (what client-go's recorder sends), or a POST again when it is
         gone (Events expire after an hour by default)."""
-        path = f"/api/v1/namespaces/{urllib.parse.quote(event.namespace)}/events"
+        path = f"/api/v1/namespaces/{_segment(event.namespace)}/events"
         what = f"Event/{event.namespace}/{event.name}"
         if event.count > 1:
             status, data = self._request(
-                "PATCH", f"{path}/{urllib.parse.quote(event.name)}", what=what,
+                "PATCH", f"{path}/{_segment(event.name)}", what=what,
                 body={"count": event.count, "lastTimestamp": event.last,
                       "message": event.message},
                 content_type="application/merge-patch+json")
@@ -456,6 +546,27 @@ def _tls_problem(error: BaseException) -> str:
     if isinstance(inner, ssl.SSLError) and inner.reason:
         return str(inner.reason)
     return type(inner).__name__
+
+
+class _Answer(dict[str, Any]):
+    """A 429's or 503's decoded body, with the seconds its Retry-After header asks for."""
+
+    retry_after: float | None = None
+
+
+def _with_retry_after(data: Any, header: str | None) -> Any:
+    """`data` (a Status, or nothing) carrying `Retry-After` in seconds, its delta-seconds
+    form (what the API server's priority and fairness sends); an HTTP date or garbage is
+    ignored. A plain-text body stays as it is (discovery reads it; no wait is kept)."""
+    try:
+        seconds = float(int((header or "").strip()))
+    except ValueError:
+        return data
+    if seconds < 0 or not (data is None or isinstance(data, Mapping)):
+        return data
+    answer = _Answer(data or {})
+    answer.retry_after = seconds
+    return answer
 
 
 # --- permission errors ---------------------------------------------------------------------
@@ -533,6 +644,13 @@ def _causes(details: Mapping[str, Any] | None) -> tuple[errors.Cause, ...]:
 
 
 _CONFLICT_PREFIX = "conflict with "
+
+
+def _other_sites(managers: tuple[str, ...], *, mine: str | None) -> tuple[str, ...]:
+    """The managers that are another site's: `reconciler/<other>`, or the shared
+    `reconciler` that every site applied as before it had its own."""
+    return tuple(m for m in managers if m != mine and (
+        m == contract.SHARED_FIELD_MANAGER or m.startswith(contract.FIELD_MANAGER_PREFIX)))
 
 
 def _conflicting_managers(causes: tuple[errors.Cause, ...]) -> tuple[str, ...]:

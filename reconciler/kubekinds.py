@@ -8,6 +8,13 @@ discovery of a real kube-apiserver, is checked against these tables by the tests
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
+import json
+
+# A real kube-apiserver's discovery (every kind it serves by default), inside the package.
+DISCOVERY_FILE = "localcluster/builtin-kinds-v1.37.json"
+
 # Built-in kinds that are not namespaced (Kubernetes 1.37, alpha and beta APIs included,
 # and a few removed since), by (group, kind).
 CLUSTER_SCOPED = frozenset({
@@ -75,3 +82,18 @@ def serves_itself(group: str) -> bool:
 def namespaced(*, group: str, kind: str) -> bool:
     """Whether a built-in kind is namespaced."""
     return (group, kind) not in CLUSTER_SCOPED
+
+
+@functools.cache
+def builtin_resources() -> dict[tuple[str, str], str]:
+    """(group, kind) -> resource (its plural) of every kind kube-apiserver v1.37.2 serves
+    by default, from the discovery the embedded cluster ships (the same plural in every
+    version)."""
+    text = (importlib.resources.files("reconciler") / DISCOVERY_FILE).read_text("utf-8")
+    found: dict[tuple[str, str], str] = {}
+    for group in json.loads(text)["groups"]:
+        for version in group["versions"]:
+            for resource in version["resources"]:
+                if "/" not in resource["name"]:  # subresources: status, scale, ...
+                    found.setdefault((group["name"], resource["kind"]), resource["name"])
+    return found

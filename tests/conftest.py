@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes.config
 import pytest
 
 import tests.kube
 from reconciler import contract
-from reconciler.localcluster import controllers
-from tests import gitrepo
-from tests.e2e import audit
+from tests import gitrepo, realcluster
 
 
 @pytest.fixture
@@ -37,21 +33,8 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tests.kub
     if not tests.kube.built():
         pytest.skip("real kube-apiserver not built: run `python -m tests.kube build` "
                     "(needs Go; .ci/run does it) to test against a real API server too")
-    workdir = tmp_path_factory.mktemp("real-cluster")
-    policy = workdir / "audit-policy.yaml"
-    policy.write_text(audit.POLICY)
-    with tests.kube.running(workdir=workdir, audit_policy=policy,
-                            audit_log=workdir / "audit.jsonl") as server:
-        stop = threading.Event()
-        api = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
-        sims = controllers.SimulatedControllers(api_client=api, ready_delay=0.2, stop=stop)
-        sims.start()
-        try:
-            yield server
-        finally:
-            stop.set()
-            sims.stop()
-            api.close()
+    with realcluster.running(tmp_path_factory.mktemp("real-cluster")) as server:
+        yield server
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler import cluster, errors
+from reconciler import cluster, contract, errors
 
 CORE_KINDS = {
     ("v1", "Namespace"): False, ("v1", "ConfigMap"): True, ("v1", "Secret"): True,
@@ -59,7 +59,8 @@ class FakeCluster:
         self.calls.append(("discovery", ""))
 
     def apply(self, obj: Mapping[str, Any], *, force: bool = False,
-              dry_run: bool = False) -> cluster.Applied:
+              dry_run: bool = False,
+              field_manager: str = contract.SHARED_FIELD_MANAGER) -> cluster.Applied:
         ref = cluster.ObjectRef.of(obj)
         self.resource(api_version=ref.api_version, kind=ref.kind)
         self.calls.append(("dry-run" if dry_run else "apply", str(ref)))
@@ -71,7 +72,7 @@ class FakeCluster:
         if (ref.kind == "Job" and before is not None
                 and before["spec"].get("template") != desired["spec"].get("template")):
             raise _immutable(ref, "spec.template")
-        desired["metadata"]["managedFields"] = [_apply_entry(desired)]
+        desired["metadata"]["managedFields"] = [_apply_entry(desired, manager=field_manager)]
         if created or _content(before) != _content(desired):
             self._version += 1
             desired["metadata"]["resourceVersion"] = str(self._version)
@@ -104,6 +105,28 @@ class FakeCluster:
         return cluster.Applied(ref=ref, created=created,
                                resource_version=desired["metadata"]["resourceVersion"],
                                generation=None, live=desired)
+
+    def json_patch(self, ref: cluster.ObjectRef,
+                   operations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The `test` and `replace` operations of a JSON patch, on `/`-separated paths."""
+        self.calls.append(("patch", str(ref)))
+        if str(ref) in self.fail:
+            raise self.fail[str(ref)]
+        live = self.objects.get(ref)
+        if live is None:
+            raise errors.NotFoundError(f"{ref} patch failed: not found", status=404)
+        patched = copy.deepcopy(live)
+        for operation in operations:
+            *parents, last = operation["path"].strip("/").split("/")
+            node = patched
+            for key in parents:
+                node = node[key]
+            if operation["op"] == "test" and node.get(last) != operation["value"]:
+                raise errors.ClusterError(f"{ref} patch failed: testing value "
+                                          f"{operation['path']} failed", status=422)
+            if operation["op"] == "replace":
+                node[last] = copy.deepcopy(operation["value"])
+        return self._store(ref, patched)
 
     def get(self, ref: cluster.ObjectRef) -> dict[str, Any] | None:
         self.calls.append(("get", str(ref)))
@@ -192,8 +215,8 @@ def _immutable(ref: cluster.ObjectRef, field: str) -> errors.ApplyError:
         causes=(errors.Cause(type="FieldValueInvalid", field=field, message=message),))
 
 
-def _apply_entry(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The managedFields entry a server records for the reconciler's apply of `obj`: every
+def _apply_entry(obj: Mapping[str, Any], *, manager: str) -> dict[str, Any]:
+    """The managedFields entry a server records for `manager`'s apply of `obj`: every
     field it sets, each list owned as a whole (the fake knows no list keys)."""
     def fields(value: Any) -> dict[str, Any]:
         if isinstance(value, Mapping):
@@ -205,7 +228,7 @@ def _apply_entry(obj: Mapping[str, Any]) -> dict[str, Any]:
                              "managedFields")}
     top = {**top, "metadata": metadata} if metadata else \
         {k: v for k, v in top.items() if k != "metadata"}
-    return {"manager": "reconciler", "operation": "Apply", "apiVersion": obj["apiVersion"],
+    return {"manager": manager, "operation": "Apply", "apiVersion": obj["apiVersion"],
             "fieldsType": "FieldsV1", "fieldsV1": fields(top)}
 
 

@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import ssl
+import sys
 import threading
 import urllib.parse
 from http import server as http_server
@@ -28,6 +29,15 @@ from reconciler.localcluster import faults, statuses
 _NAMED = re.compile(r"^/(?:api/v1|apis/[^/]+/[^/]+)(?:/namespaces/[^/]+)?/[^/]+/[^/]+")
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade",
                 "proxy-authorization", "proxy-connection", "host", "content-length"}
+
+
+class _QuietServer(http_server.ThreadingHTTPServer):
+    """A client killed mid-request (the crash harness) resets its kept-alive connection:
+    expected here, not worth a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _verb(method: str, path: str, query: dict[str, list[str]]) -> str:
@@ -55,7 +65,7 @@ class FaultProxy:
         if cert_file:
             context.load_cert_chain(cert_file, key_file)
         self._pool = urllib3.PoolManager(ssl_context=context, maxsize=16, retries=False)
-        self._server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -18,7 +18,7 @@ from typing import Any
 from ruamel import yaml as ruamel_yaml
 from ruamel.yaml import error as yaml_error
 
-from reconciler import contract
+from reconciler import contract, durations
 from reconciler.localcluster import (
     kinds,
     openapi,
@@ -153,6 +153,24 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime.datetime | datetime.date):
         return value.isoformat().replace("+00:00", "Z")
     return value
+
+
+WRITE_DEADLINE = 34.0  # seconds: kube-apiserver's upper bound for a create/update/patch/delete
+READ_DEADLINE = 60.0  # seconds: its --request-timeout default, for every other short request
+_WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+def deadline(request: Request, target: Target) -> float:
+    """Seconds after arrival the server gives up on a request: the `timeout` query
+    parameter when it is shorter than the bound (as kube-apiserver's WithRequestDeadline
+    and its write handlers decide it), else the bound."""
+    bound = WRITE_DEADLINE if target.verb in _WRITES else READ_DEADLINE
+    asked = (request.query.get("timeout") or [""])[0]
+    try:
+        seconds = durations.parse(asked) if asked else 0.0
+    except ValueError:
+        seconds = 0.0
+    return seconds if 0 < seconds < bound else bound
 
 
 def parse_body(request: Request) -> Any:

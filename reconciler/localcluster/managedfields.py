@@ -297,9 +297,14 @@ def update(
     subresource: str,
     now: str,
 ) -> list[Entry]:
-    """Ownership after a non-apply write: the writer takes every field it changed."""
+    """Ownership after a non-apply write: the writer takes every field it changed.
+
+    A write whose body carries managedFields of its own (not a subresource's) sets them,
+    as the API server lets a client rewrite them (fieldmanager.go: the request's entries
+    when they decode to any, else the live object's); `[{}]` clears them all."""
     shape = shape_of(rtype)
-    entries = parse(old)
+    supplied = parse(new) if not subresource else []
+    entries = supplied if supplied else parse(old)
     before = tracked(old, rtype=rtype, subresource=subresource) if old else set()
     after = tracked(new, rtype=rtype, subresource=subresource)
     changed = {

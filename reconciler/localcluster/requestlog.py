@@ -18,6 +18,7 @@ class RequestRecord:
     """One served request. status is the HTTP code, 0 for a dropped connection."""
 
     time: float  # epoch seconds when the request arrived
+    handled: float  # epoch seconds when its answer was decided (a write took effect by then)
     verb: str  # Kubernetes verb: get, list, watch, create, update, patch, delete, ...
     patch_type: str | None  # apply, merge, strategic, json for patches
     path: str  # without the query string
@@ -32,6 +33,7 @@ class RequestRecord:
         """The JSON line's keys."""
         return {
             "time": self.time,
+            "handled": self.handled,
             "verb": self.verb,
             "patchType": self.patch_type,
             "path": self.path,

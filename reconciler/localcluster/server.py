@@ -108,6 +108,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             fault = cluster.faults.match(verb=target.verb, patch_type=target.patch_type,
                                          path=request.path, kind=target.kind)
             if fault is not None and fault.latency > 0:
+                # A stall inside the server: past the request's deadline the server gives
+                # up and writes nothing, as kube-apiserver's context deadline does.
+                deadline = api.deadline(request, target)
+                if fault.latency > deadline:
+                    cluster._stopping.wait(deadline)
+                    response = api.error_response(statuses.request_timeout(deadline))
+                    cluster._log(arrived, target, request, response.code)
+                    self._send(response)
+                    return
                 cluster._stopping.wait(fault.latency)
             if fault is not None and fault.drop_connection:
                 cluster._log(arrived, target, request, 0)
@@ -342,6 +351,7 @@ class LocalCluster:
     def _log(self, arrived: float, target: api.Target, request: api.Request, status: int) -> None:
         self._log_sink.append(requestlog.RequestRecord(
             time=arrived,
+            handled=time.time(),
             verb=target.verb,
             patch_type=target.patch_type,
             path=request.path,

@@ -222,6 +222,16 @@ def too_many_requests(*, retry_after: int = 1) -> ApiError:
     )
 
 
+def request_timeout(timeout: float) -> ApiError:
+    """A write the server gave up on at its deadline (`timeout` query parameter, at most
+    34 s): nothing was written. Worded as kube-apiserver's finishRequest words it."""
+    return ApiError(
+        code=504, reason="Timeout",
+        message=f"request did not complete within requested timeout - context deadline "
+                f"exceeded ({timeout:g}s)",
+    )
+
+
 def unauthorized() -> ApiError:
     """401 for a bearer token the cluster does not know."""
     return ApiError(code=401, reason="Unauthorized", message="Unauthorized")

@@ -23,9 +23,10 @@ import git
 
 from reconciler import cluster, contract, errors, kubekinds
 from reconciler.manager import crdschema, kubeschema
-from reconciler.repo import bundle, documents, schemas, source
+from reconciler.repo import bundle, documents, schemas, signatures, source
 from reconciler.repo import tree as trees
-from reconciler.site import drift, fence, inventory, prune, rollout, state
+from reconciler.site import drift, fence, inventory, managers, prune, rollout, state
+from reconciler.site import policy as policies
 
 log = logging.getLogger("reconciler")
 
@@ -43,6 +44,9 @@ class Options:
     cache_dir: Path | None = None
     limits: bundle.Limits = dataclasses.field(default_factory=bundle.Limits)  # as sync reads
     access: source.Access = dataclasses.field(default_factory=source.Access)  # as sync fetches
+    policy: policies.Policy = dataclasses.field(default_factory=policies.Policy)  # as sync's
+    # --verify-signatures: the commit is refused as sync would refuse it (None: not checked).
+    trust: signatures.Trust | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +116,13 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
                 subject=revision.subject, compared_with=LIVE if target else INVENTORY,
                 accepted=current.accepted)
     log.info("planning %s at %s (%s)", options.site, revision.sha[:12], revision.subject)
+    if options.trust is not None:
+        try:  # after the site's last fetched head when the commit descends from it
+            repo.verify(revision.sha, trust=options.trust, site=options.site,
+                        base=current.last_fetched_head,
+                        where=f"{options.ref!r} of {repo.display_url}")
+        except errors.SignatureError as exc:
+            return dataclasses.replace(base, errors=(str(exc),))
     tree = trees.GitTree(repo.commit(revision.sha))
     if not tree.is_dir(contract.site_dir(options.site)):
         raise bundle.missing_site(tree, options.site,
@@ -119,10 +130,15 @@ def make(*, options: Options, target: cluster.Cluster | None) -> Plan:
                                   kind=errors.UsageError)
     try:
         site_bundle = bundle.load(tree=tree, site=options.site, limits=options.limits)
-        findings = schemas.check_bundle(site_bundle)
+        findings = [*map(str, schemas.check_bundle(site_bundle)),
+                    *map(str, policies.check(policy=options.policy,
+                                             manifests=site_bundle.manifests,
+                                             crds=site_bundle.crds,
+                                             intent_id=site_bundle.intent.id,
+                                             served=policies.served_scope(target)))]
         if findings:
             raise errors.ValidationError(f"{len(findings)} invalid manifest(s)",
-                                         findings=[str(f) for f in findings])
+                                         findings=findings)
     except errors.ValidationError as exc:
         return dataclasses.replace(base, errors=tuple(exc.findings))
     except errors.BundleError as exc:
@@ -195,34 +211,52 @@ def _preview(*, target: cluster.Cluster, site: str, crds: Sequence[documents.Man
     object whose CRD or namespace this very rollout creates cannot be asked about; it is
     new, so `created`, with a note saying why.
     """
-    live = dict(rollout.list_live(target=target, manifests=[*crds, *manifests], site=site))
+    live = dict(rollout.list_live(target=target, manifests=manifests, site=site))
+    live.update(rollout.list_shared(target=target, crds=crds))
     # Kinds served once this rollout's CRDs are applied.
     new_kinds = {(s.api_version, s.kind) for crd in [*crds, *manifests]
                  for s in documents.served_kinds(crd)}
     new_namespaces = {m.name for m in manifests if (m.api_version, m.kind) == ("v1", "Namespace")}
 
-    def dry_run(body: Mapping[str, Any]) -> cluster.Applied:
+    def dry_run(body: Mapping[str, Any], manager: str) -> cluster.Applied:
         """The dry run, retried on errors that can heal, as a real apply would be."""
         pause = threading.Event()
         for delay in rollout.RETRY_DELAYS:
             try:
-                return target.apply(body, dry_run=True)
+                return target.apply(body, dry_run=True, field_manager=manager)
             except errors.ClusterError as exc:
                 # A kind or namespace not there yet is answered below, not waited for.
                 if not exc.retryable or isinstance(exc, errors.NotFoundError):
                     raise
                 pause.wait(delay)
-        return target.apply(body, dry_run=True)
+        return target.apply(body, dry_run=True, field_manager=manager)
 
     def one(manifest: documents.Manifest, *, wave: int | None) -> Preview:
-        body = rollout.desired(manifest, site=site)
+        body = rollout.desired(manifest, site=site, shared=wave is None)
         ref = cluster.ObjectRef.of(body)
+        # As the rollout applies: the site's manifests as its own field manager, crds/ as
+        # the shared one; the site's objects still under the shared one as it migrates them.
+        manager = contract.SHARED_FIELD_MANAGER if wave is None else contract.field_manager(site)
         try:
             ref = rollout.ref_of(target, manifest, site=site)
             current = live.get(ref)
-            if current is not None and drift.in_sync(desired=body, live=current):
+            moved = managers.migrated_entries(current, site=site) \
+                if current is not None and wave is not None else None
+            if current is not None and moved is not None:
+                current = {**current, "metadata": {**current["metadata"], "managedFields": moved}}
+            if current is not None and drift.in_sync(desired=body, live=current,
+                                                     manager=manager):
                 return Preview(ref=ref, change=cluster.Change.UNCHANGED, wave=wave)
-            applied = dry_run(body)
+            if current is None:
+                # As the rollout checks: an existing object that is not the site's (for
+                # crds/, a CRD the reconciler did not apply).
+                refusal = (policies.crd_adoption(manifest=manifest, live=target.get(ref),
+                                                 ref=ref) if wave is None else
+                           policies.adoption(manifest=manifest, live=target.get(ref),
+                                             site=site, ref=ref))
+                if refusal is not None:
+                    return Preview(ref=ref, change=None, wave=wave, error=str(refusal))
+            applied = dry_run(body, manager)
         except errors.NotFoundError as exc:
             if (manifest.api_version, manifest.kind) in new_kinds:
                 note = "its CRD is created first"
@@ -234,7 +268,8 @@ def _preview(*, target: cluster.Cluster, site: str, crds: Sequence[documents.Man
         except errors.ClusterError as exc:
             return Preview(ref=ref, change=None, wave=wave, error=str(exc),
                            transient=exc.retryable and not isinstance(exc, errors.NotFoundError))
-        if current is not None and drift.unchanged_by(live=current, result=applied.live):
+        if current is not None and drift.unchanged_by(live=current, result=applied.live,
+                                                      manager=manager):
             # The server normalizes what the manifest says: the sync writes nothing either.
             return Preview(ref=ref, change=cluster.Change.UNCHANGED, wave=wave)
         change = cluster.Change.CREATED if applied.created else cluster.Change.CONFIGURED

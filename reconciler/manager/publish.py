@@ -33,7 +33,7 @@ from ruamel.yaml import error as yaml_error
 
 from reconciler import contract, durations, errors
 from reconciler.manager import stamp, validate
-from reconciler.repo import bundle, documents, schemas, source
+from reconciler.repo import bundle, documents, guard, schemas, source
 from reconciler.repo import tree as trees
 
 log = logging.getLogger("reconciler")
@@ -354,8 +354,9 @@ def _intent_at(repo: git.Repo, *, rev: str, path: PurePosixPath) -> dict[str, An
 
 def _intent_fields(data: bytes, *, file: str) -> dict[str, Any]:
     try:
+        guard.check_depth(data, file=file, max_depth=bundle.Limits().max_depth)  # C parser
         doc = ruamel_yaml.YAML(typ="safe").load(data)
-    except (yaml_error.YAMLError, TypeError, UnicodeDecodeError):
+    except (errors.BundleError, yaml_error.YAMLError, TypeError, UnicodeDecodeError):
         log.debug("%s: unreadable; ignored for the id history", file)
         return {}
     spec = doc.get("spec") if isinstance(doc, Mapping) else None

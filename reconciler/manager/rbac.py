@@ -19,21 +19,17 @@ deploy/ grants them in the Role and ClusterRole contract.OWN_ROLE.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib.resources
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler import contract, errors
+from reconciler import contract, errors, kubekinds
 from reconciler.repo import bundle, documents
 from reconciler.repo import tree as trees
 
 SITE_VERBS = ("create", "delete", "get", "list", "patch")
 SHARED_CRD_VERBS = ("create", "get", "list", "patch")
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
-DISCOVERY_FILE = "localcluster/builtin-kinds-v1.37.json"  # inside the package
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,8 +144,8 @@ def _kinds(manifests: Iterable[documents.Manifest], *,
         group = api_version.rpartition("/")[0]
         if (group, kind) in plurals:
             resource, source = plurals[(group, kind)]
-        elif (group, kind) in builtin_resources():
-            resource, source = builtin_resources()[(group, kind)], "built-in"
+        elif (group, kind) in kubekinds.builtin_resources():
+            resource, source = kubekinds.builtin_resources()[(group, kind)], "built-in"
         else:
             resource, source = guess_resource(kind), GUESSED
         found[(api_version, kind)] = Kind(api_version=api_version, kind=kind,
@@ -172,20 +168,6 @@ def _crd_plurals(manifests: Iterable[documents.Manifest]) -> dict[tuple[str, str
         kind, plural = names.get("kind"), names.get("plural")
         if isinstance(kind, str) and isinstance(plural, str) and plural:
             found.setdefault((group, kind), (plural, manifest.location.file))
-    return found
-
-
-@functools.cache
-def builtin_resources() -> dict[tuple[str, str], str]:
-    """(group, kind) -> resource of every kind kube-apiserver v1.37.2 serves by default,
-    from the discovery the embedded cluster ships (the same plural in every version)."""
-    text = (importlib.resources.files("reconciler") / DISCOVERY_FILE).read_text("utf-8")
-    found: dict[tuple[str, str], str] = {}
-    for group in json.loads(text)["groups"]:
-        for version in group["versions"]:
-            for resource in version["resources"]:
-                if "/" not in resource["name"]:  # subresources: status, scale, ...
-                    found.setdefault((group["name"], resource["kind"]), resource["name"])
     return found
 
 

@@ -30,7 +30,7 @@ from ruamel.yaml import error as yaml_error
 from ruamel.yaml import events as yaml_events
 
 from reconciler import contract, errors
-from reconciler.repo import bundle, documents
+from reconciler.repo import bundle, documents, guard
 
 _NULLS = ("", "~", "null", "Null", "NULL")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -138,6 +138,10 @@ def _is_merge(key: _Node) -> bool:
 
 def _parse(text: str, *, file: str) -> list[_Document]:
     """The documents of `text`: node trees with offsets, and the data the sites would read."""
+    try:  # bounded before the C parser, which overflows its stack on deep nesting
+        guard.check_depth(text.encode(), file=file, max_depth=bundle.Limits().max_depth)
+    except errors.BundleError as exc:
+        raise StampError(str(exc)) from None
     try:
         data = list(bundle.safe_loader().load_all(text))  # as the sites read it
         roots = _build(ruamel_yaml.YAML(typ="rt").parse(text))

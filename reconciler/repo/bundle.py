@@ -24,12 +24,13 @@ from ruamel.yaml import error as yaml_error
 from ruamel.yaml import tag as yaml_tag
 
 from reconciler import contract, durations, errors
-from reconciler.repo import documents, schemas
+from reconciler.repo import documents, guard, schemas
 from reconciler.repo import tree as trees
 
 _DOC_START = re.compile(rb"^---(?:[ \t]|\r?$)")
 _DOC_END = re.compile(rb"^\.\.\.(?:[ \t]|\r?$)")
 _NOT_CONTENT = re.compile(rb"^(?:[ \t]*(?:#.*)?\r?$|%)")  # blank, comment, or directive
+_DOC_START_LINES = re.compile(rb"^---(?:[ \t]|\r?$)", re.MULTILINE)
 
 DEFAULT_HEALTH_TIMEOUT = 600.0
 # `rollout.prune: allowEmpty`: prune on, and an empty or much smaller desired set allowed.
@@ -53,6 +54,7 @@ class Limits:
     max_files: int = 5000
     max_documents: int = 1000  # per file
     max_nodes: int = 100_000  # per document, counted with aliases expanded
+    max_depth: int = 200  # nesting levels per document, checked before parsing (guard)
 
 
 FILE_SIZE_FLAG = "--max-file-size"
@@ -280,7 +282,16 @@ def list_items(doc: Any, *, location: documents.Location,
 def parse_documents(
     data: bytes, *, file: str, limits: Limits = Limits()
 ) -> list[tuple[documents.Location, Any]]:
-    """Every non-empty YAML document in `data`, with where it starts."""
+    """Every non-empty YAML document in `data`, with where it starts.
+
+    Depth and the document count are bounded from the bytes before any parser runs: the
+    C parser overflows its stack on deep nesting (guard.check_depth())."""
+    guard.check_encoding(data, file=file)
+    guard.check_depth(data, file=file, max_depth=limits.max_depth)
+    if len(_DOC_START_LINES.findall(data)) > limits.max_documents:
+        raise errors.BundleError(
+            f"{file}: more than {limits.max_documents} documents, over the limit of "
+            f"{limits.max_documents}")
     loader = safe_loader(plain=b"&" not in data)
     try:
         docs = list(loader.load_all(data))
@@ -296,6 +307,14 @@ def parse_documents(
     except (yaml_error.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise errors.YAMLSyntaxError(f"{file}: invalid YAML: {exc}", file=file,
                                      problem=str(exc)) from exc
+    except (ValueError, KeyError, OverflowError):
+        # A tagged scalar its type cannot hold (`!!bool "maybe"`, `!!timestamp 2024-13-45`,
+        # `!!float abc`), or an integer of more than 4300 digits. from None: the cause
+        # quotes the value, which may be a Secret's.
+        problem = ("a value its type cannot hold (a malformed !!bool, !!int, !!float or "
+                   "!!timestamp, or an integer of more than 4300 digits) (rule: yaml-value)")
+        raise errors.YAMLSyntaxError(f"{file}: invalid YAML: {problem}", file=file,
+                                     problem=problem) from None
     except TypeError as exc:  # e.g. a list used as a mapping key: unhashable
         problem = f"unsupported mapping key ({exc})"
         raise errors.YAMLSyntaxError(f"{file}: invalid YAML: {problem}", file=file,
@@ -313,6 +332,7 @@ def parse_documents(
         # Without anchors nothing expands, and a document has fewer nodes than bytes.
         if b"&" in data or len(data) > limits.max_nodes:
             _check_size(doc, location=location, budget=limits.max_nodes)
+        guard.check_values(doc, location=location)
         found.append((location, doc))
     return found
 

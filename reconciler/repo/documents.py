@@ -2,7 +2,8 @@
 
 Both sides import these types: `bundle` makes them from a revision, the fence splits them,
 `rollout` applies them, and the manager's `validate` and `plan` report on them. This module
-imports nothing else of the reconciler but the contract, so nothing needs an import cycle.
+imports nothing else of the reconciler but the contract and errors, so nothing needs an
+import cycle.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler import contract
+from reconciler import contract, errors
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters escaped (errors.printable()): how a name, a path
+    or any other repository text is shown in a message, a log line or on a terminal."""
+    return errors.printable(text)
 
 
 def position(file: str, line: int | None = None, column: int | None = None) -> str:
     """`file`, `file:line` or `file:line:column`: how every message and report names a
-    place in a file, as compilers and editors read it."""
+    place in a file, as compilers and editors read it (control characters escaped)."""
+    file = printable(file)
     if not line:
         return file
     return f"{file}:{line}:{column}" if column else f"{file}:{line}"
@@ -111,10 +119,11 @@ class Manifest:
             return 0
 
     def describe(self) -> str:
-        """`Kind/namespace/name`, or `Kind/name` for an object without a namespace."""
+        """`Kind/namespace/name`, or `Kind/name` for an object without a namespace; control
+        characters escaped (printable()), as a name may not be valid yet."""
         if self.namespace:
-            return f"{self.kind}/{self.namespace}/{self.name}"
-        return f"{self.kind}/{self.name}"
+            return printable(f"{self.kind}/{self.namespace}/{self.name}")
+        return printable(f"{self.kind}/{self.name}")
 
 
 @dataclasses.dataclass(frozen=True)

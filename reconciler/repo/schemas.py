@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 
 from reconciler import contract, durations
-from reconciler.repo import documents
+from reconciler.repo import documents, names
 
 INTENT_SCHEMA = "intent.schema.json"
 _WAVE = re.compile(r"-?[0-9]+")
@@ -271,6 +271,8 @@ def check_manifest(manifest: documents.Manifest) -> list[Finding]:
         return findings
     if not isinstance(metadata.get("name"), str) or not metadata.get("name"):
         need(("metadata", "name"), "metadata.name is required and must be a string")
+    for keys, message, rule in names.problems(body):  # before any path, URL or log
+        need(keys, message, rule=rule)
     for key in ("labels", "annotations"):
         values = metadata.get(key)
         if values is None:

@@ -37,7 +37,7 @@ from typing import Any
 import git
 
 from reconciler import durations, errors
-from reconciler.repo import githelper
+from reconciler.repo import cache, githelper, signatures
 
 _HEX = re.compile(r"[0-9a-fA-F]{7,40}")
 _SCP_LIKE = re.compile(r"^(?P<user>[^@/]+@)?(?P<host>[^:/]+):(?P<path>.+)$")
@@ -220,20 +220,36 @@ class Source:
         self._ref = f"refs/reconciler/heads/{branch}"
 
     def _repo(self) -> git.Repo:
-        if (self.cache_path / "HEAD").exists():
-            return Repo(self.cache_path)
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        return Repo.init(self.cache_path, bare=True)
+        """The cache, repaired first (`cache.prepare()`: stale locks removed, a damaged
+        cache re-created empty) or created."""
+        with cache.held(self.cache_path):
+            cache.prepare(self.cache_path)
+            if (self.cache_path / "HEAD").exists():
+                return _objects_as_stored(Repo(self.cache_path))
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            return _objects_as_stored(Repo.init(self.cache_path, bare=True))
 
     def _fetch(self, repo: git.Repo, refspecs: Sequence[str], *, what: str) -> None:
         """`git fetch` of `refspecs` under `run_remote()`; SourceError (retryable) when it
-        fails or times out, naming the redacted URL, never git's command line."""
-        done = run_remote(
-            ["--git-dir", str(repo.git_dir), "fetch", "--no-tags", "--prune",
-             "--end-of-options", self.url, *refspecs],
-            cwd=Path(str(repo.git_dir)), env=git_environment(repo, url=self.url,
-                                                              access=self.access),
-            timeout=self.access.timeout)
+        fails or times out, naming the redacted URL, never git's command line.
+
+        Runs holding the cache (`cache.held()`); when it fails and the cache itself is
+        damaged (fsck), the cache is re-created and the fetch runs once more."""
+        env = git_environment(repo, url=self.url, access=self.access)
+        with cache.held(self.cache_path):
+            cache.remove_stale_locks(self.cache_path)
+            done = run_remote(
+                ["--git-dir", str(repo.git_dir), "fetch", "--no-tags", "--prune",
+                 "--end-of-options", self.url, *refspecs],
+                cwd=Path(str(repo.git_dir)), env=env, timeout=self.access.timeout)
+            damaged = None if done.status in (0, None) else cache.damage(self.cache_path)
+            if damaged is not None:
+                cache.recreate(self.cache_path, why=damaged)
+                Repo.init(self.cache_path, bare=True)
+                done = run_remote(
+                    ["--git-dir", str(repo.git_dir), "fetch", "--no-tags", "--prune",
+                     "--end-of-options", self.url, *refspecs],
+                    cwd=Path(str(repo.git_dir)), env=env, timeout=self.access.timeout)
         if done.timed_out:
             raise errors.SourceError(
                 f"{what} from {self.display_url} timed out after "
@@ -249,11 +265,15 @@ class Source:
     def repo(self) -> git.Repo:
         return self._repo()
 
-    def fetch(self, *, last_head: str | None, allow_history_rewrite: bool = False) -> Revision:
-        """Fetch the branch and return its head; refuse a head that rewrote history.
+    def fetch(self, *, last_head: str | None, allow_history_rewrite: bool = False,
+              trust: signatures.Trust | None = None, site: str | None = None) -> Revision:
+        """Fetch the branch and return its head; refuse a head that rewrote history, and
+        with `trust` (--verify-signatures) one not signed by a trusted key or over a
+        commit that changed `site`'s files without one (`verify`).
 
-        Raises SourceError (retryable) when the fetch fails and HistoryRewriteError
-        when the new head does not descend from `last_head`.
+        Raises SourceError (retryable) when the fetch fails, HistoryRewriteError
+        when the new head does not descend from `last_head`, and SignatureError when
+        `trust` refuses the head (the branch's ref moves, the site's record does not).
         """
         repo = self._repo()
         self._fetch(repo, [f"+refs/heads/{self.branch}:{self._ref}"],
@@ -269,6 +289,10 @@ class Source:
                 f"{head.hexsha[:12]} does not descend from the last fetched head "
                 f"{(last_head or '')[:12]}; refusing it (pass --allow-history-rewrite to accept)"
             )
+        if trust is not None:
+            self.verify(head.hexsha, trust=trust, site=site,
+                        base=None if rewritten else last_head,
+                        where=f"branch {self.branch!r} of {self.display_url}")
         return Revision(
             sha=head.hexsha,
             url=self.display_url,
@@ -309,6 +333,21 @@ class Source:
     def commit(self, sha: str) -> git.Commit:
         """The commit object of a fetched revision."""
         return self._repo().commit(sha)
+
+    def verify(self, sha: str, *, trust: signatures.Trust, site: str | None,
+               base: str | None, where: str) -> None:
+        """SignatureError unless `sha` and the commits that changed `site`'s files since
+        `base` (the last fetched head; None or not an ancestor: a first fetch) are signed
+        by a trusted key (`signatures.require_history`; without a site, the head only)."""
+        repo = self._repo()
+        git_dir = Path(str(repo.git_dir))
+        if site is None:
+            signatures.require(git_dir=git_dir, commit=sha, trust=trust, where=where)
+            return
+        if base is not None and not _descends(repo, ancestor=base, head=sha):
+            base = None
+        signatures.require_history(git_dir=git_dir, head=sha, base=base, site=site,
+                                   trust=trust, where=where)
 
 
 def git_environment(repo: git.Repo, *, url: str | None = None,
@@ -486,6 +525,16 @@ def _config(repo: git.Repo, key: str) -> str:
     return value.strip()
 
 
+def _objects_as_stored(repo: git.Repo) -> git.Repo:
+    """`repo` with replace refs and grafts off for every git command it runs, GitPython's
+    `cat-file` that reads the site's files included: a `refs/replace/` entry or an
+    `info/grafts` line in the cache would show other content, or other parents to the
+    history guard, than the fetched (and signature-checked) commits. The cache holds
+    only what fetch brought, so neither is ever legitimate there."""
+    repo.git.update_environment(GIT_NO_REPLACE_OBJECTS="1", GIT_GRAFT_FILE=os.devnull)
+    return repo
+
+
 def _descends(repo: git.Repo, *, ancestor: str, head: str) -> bool:
     try:
         repo.git.merge_base("--is-ancestor", ancestor, head)
@@ -512,7 +561,12 @@ def clean_git_error(stderr: str | bytes | None, *, status: object = None) -> str
              if line.strip() and not line.startswith("hint:")]
     verdicts = [i for i, line in enumerate(lines) if line.startswith(("fatal:", "error:"))]
     if verdicts:
-        lines = lines[: verdicts[-1] + 1]
+        end = verdicts[-1] + 1
+        # A verdict ending in `:` goes on in the next line (connect.c: `unable to connect
+        # to HOST:` then `HOST[0: IP]: errno=Connection refused`): keep that reason.
+        while end < len(lines) and lines[end - 1].endswith(":"):
+            end += 1
+        lines = lines[:end]
     text = "; ".join(lines) or f"git exited with {status}"
     text = _URL.sub(lambda match: redact_url(match.group(0)), text)
     # A token in a URL can still come back from git in another spelling: remove userinfo.

@@ -21,6 +21,12 @@ apply returns before the process ends (else it stays Progressing, as after a cra
 the next start fetches again and accepts the newer intent then (acceptance is decided
 from the Git state, so deferring it loses nothing). Nor is anything accepted once `stop()`
 has begun. A drain that ends with no apply in flight records the intent as usual.
+
+A failed pass (a fetch, or the API server during a rollout) is retried after a capped
+exponential backoff with equal jitter (`backoff_delay()`: 1s, 2s, 4s, ... up to
+`--max-backoff`), not after the poll interval; the first good pass resets it. A trigger
+(a push, a webhook, `reconciler reconcile`) still starts a pass at once. A rollout that
+fails while the watcher waits brings the watcher's next pass forward to its backoff.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from reconciler import cluster, errors
+from reconciler import cluster, durations, errors
 from reconciler.repo import source
 from reconciler.site import abort as aborts
 from reconciler.site import control, fence, kubestate, observe, pipeline, state
@@ -46,6 +52,17 @@ from reconciler.site import lease as leases
 log = logging.getLogger("reconciler.site.agent")
 
 STOP_JOIN_TIMEOUT = 4.0  # seconds: shutdown must finish within 5
+BACKOFF_BASE = 1.0  # seconds: the delay after the first failed pass, doubled after each
+DEFAULT_MAX_BACKOFF = 300.0  # --max-backoff: the delay never grows past it
+
+
+def backoff_delay(failures: int, *, base: float = BACKOFF_BASE,
+                  cap: float = DEFAULT_MAX_BACKOFF, rng: Callable[[], float]) -> float:
+    """Seconds to wait after `failures` (>= 1) failed passes in a row: `base` doubled per
+    failure, capped at `cap`, with equal jitter (half fixed, half drawn from `rng()` in
+    [0, 1)), so it is never below half the step and sites failing together spread out."""
+    step = min(cap, base * 2.0 ** min(max(failures, 1) - 1, 62))
+    return step / 2 + step / 2 * rng()
 
 
 class Agent:
@@ -63,6 +80,8 @@ class Agent:
         rng: Callable[[], float] = random.random,  # injected by tests
         observer: observe.Observer = observe.ignore,  # metrics, Events, probes
         control_channel: control.Channel | None = None,  # reconcile, suspend, resume
+        max_backoff: float = DEFAULT_MAX_BACKOFF,  # --max-backoff
+        clock: Callable[[], float] = time.monotonic,  # injected by tests
     ) -> None:
         self.options = options
         self.target = target
@@ -70,6 +89,8 @@ class Agent:
         self.jitter = jitter
         self.watch_files = watch_files
         self._rng = rng
+        self.max_backoff = max_backoff
+        self._clock = clock
         self.observer = observer
         self.box = pipeline.SiteBox(store)
         # `reconciler reconcile|suspend|resume`: read each loop (site/control.py)
@@ -86,6 +107,11 @@ class Agent:
         self._accepting: str | None = None  # an intent being recorded: no plan starts
         self._threads: list[threading.Thread] = []
         self._observer: _Observer | None = None
+        # Backoff: failed passes in a row (front or back half), and a rollout's failure
+        # that moved the watcher's next pass forward (`_rest()`); under _schedule_lock.
+        self._schedule_lock = threading.Lock()
+        self.failures = 0
+        self._rescheduled: float | None = None  # when the worker wants the next pass
         self.passes = 0  # front-half passes done, for tests and logs
         self.rollouts = 0  # back-half runs done
 
@@ -108,8 +134,10 @@ class Agent:
                 f"); state in {self.box.store.where}")
 
     def trigger(self) -> None:
-        """Fetch now (a push event, a file-system event, a test)."""
-        self._trigger.set()
+        """Fetch now (a push event, a file-system event, a test), backoff or not."""
+        with self._schedule_lock:
+            self._rescheduled = None  # a real trigger, not the worker's reschedule
+            self._trigger.set()
 
     def stop(self) -> bool:
         """End every wait, record the state, and return within the shutdown bound: True
@@ -151,7 +179,9 @@ class Agent:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            self._trigger.clear()
+            with self._schedule_lock:
+                self._trigger.clear()
+                self._rescheduled = None
             try:
                 self._follow()
                 if self.suspended is None:
@@ -160,8 +190,49 @@ class Agent:
                     observe.tell(self.observer, observe.Evaluated(self.options.site))
             except Exception:
                 log.exception("reconcile pass failed")
+            self._rest()
+
+    def _rest(self) -> None:
+        """Wait for a trigger or until the next pass is due: the poll interval (with
+        jitter) after a good pass, the backoff after a failed one. A rollout that fails
+        meanwhile brings the due time forward to its own backoff (`_count()`)."""
+        with self._schedule_lock:
+            failures = self.failures
+        if failures:
+            delay = backoff_delay(failures, cap=self.max_backoff, rng=self._rng)
+        else:
             delay = self.interval * (1 + self.jitter * (2 * self._rng() - 1))
-            self._wait(delay)
+        due = self._clock() + delay
+        while not self._stop.is_set():
+            self._wait(max(0.0, due - self._clock()))
+            with self._schedule_lock:
+                moved, self._rescheduled = self._rescheduled, None
+                if moved is None:
+                    return  # triggered, stopped, or due
+                self._trigger.clear()  # the worker's wake-up, not a trigger
+                due = min(due, moved)
+            if self._clock() >= due:
+                return
+
+    def _count(self, *, failed: bool, what: str, wake: bool = False) -> None:
+        """Record how a pass ended for the backoff: a failure adds one and logs when the
+        next attempt comes (once per failure), a good pass resets it. `wake`: the worker
+        asks a waiting watcher to come back at that time."""
+        with self._schedule_lock:
+            if not failed:
+                if self.failures:
+                    log.info("site %s: %s after %d failed pass(es): backoff reset",
+                             self.options.site, what, self.failures)
+                self.failures = 0
+                return
+            self.failures += 1
+            delay = backoff_delay(self.failures, cap=self.max_backoff, rng=self._rng)
+            if wake:
+                self._rescheduled = self._clock() + delay
+                self._trigger.set()
+        log.warning("site %s: %s (%d in a row); next attempt in %s (backoff, at most %s), "
+                    "or at once on a push", self.options.site, what, self.failures,
+                    durations.format_seconds(delay), durations.format_seconds(self.max_backoff))
 
     @property
     def suspended(self) -> state.Suspension | None:
@@ -210,10 +281,14 @@ class Agent:
             self.trigger()
 
     def _pass(self) -> None:
-        plan, _ = pipeline.evaluate(box=self.box, repo=self.repo, options=self.options,
-                                     superseding=self._superseding, target=self.target,
-                                     observer=self.observer)
+        plan, ended = pipeline.evaluate(box=self.box, repo=self.repo, options=self.options,
+                                         superseding=self._superseding, target=self.target,
+                                         observer=self.observer, wait=self._stop.wait,
+                                         first=self.passes == 0)
         self.passes += 1
+        if ended is not None:  # the pass ended in the front half: refused is no fault
+            self._count(failed=ended.verdict is not fence.Verdict.REFUSE and not ended.ok,
+                        what="pass failed" if not ended.ok else "pass ended")
         if plan is None or self._stop.is_set():
             return
         with self._lock:
@@ -251,7 +326,11 @@ class Agent:
                         f"intent {new_id} not accepted: the agent stopped while applies for "
                         f"{old_id} were in flight; the next start accepts it")
                 if drained is aborts.Drain.TIMED_OUT:
-                    log.error("applies for %s still in flight after the drain timeout", old_id)
+                    # An apply of the old intent may still take effect: accepting now
+                    # could let it land after the acceptance. The next pass tries again.
+                    raise errors.AbortedError(
+                        f"intent {new_id} not accepted yet: applies for {old_id} are still "
+                        "in flight after the drain timeout; the next pass tries again")
             yield
         finally:
             with self._lock:
@@ -272,11 +351,16 @@ class Agent:
                 signal = aborts.Abort()
                 self._running = (plan.decision.intent_id, signal)
             try:
-                pipeline.execute(box=self.box, plan=plan, target=self.target,
-                                  options=self.options, abort=signal,
-                                  observer=self.observer)
+                final = pipeline.execute(box=self.box, plan=plan, target=self.target,
+                                         options=self.options, abort=signal,
+                                         observer=self.observer)
+                if final.phase is not state.Outcome.ABORTED:
+                    self._count(failed=not final.ok, wake=not final.ok,
+                                what=f"rollout of {plan.decision.intent_id} "
+                                     f"{'failed' if not final.ok else 'succeeded'}")
             except Exception:
                 log.exception("rollout of %s crashed", plan.decision.intent_id)
+                self._count(failed=True, wake=True, what="rollout crashed")
             finally:
                 with self._lock:
                     self._running = None

@@ -3,8 +3,9 @@
 Server-side apply decides by two things: the field values, and the set of fields the
 applying manager owns (`metadata.managedFields`, its `Apply` entry). Applying the same
 manifest again changes nothing only when the live object holds every desired value AND the
-reconciler's field manager owns exactly the manifest's fields: a field it owns that the
-manifest no longer sets is removed by the apply (a label or a data key taken out of Git).
+site's field manager (`reconciler/<site>`, passed in as `manager`) owns exactly the
+manifest's fields: a field it owns that the manifest no longer sets is removed by the apply
+(a label or a data key taken out of Git).
 
 `in_sync()` is the cheap check, made on the live object already read: True only when both
 hold with certainty. Anything else is uncertain, not necessarily drift: the server
@@ -20,15 +21,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler import contract
-
 _IGNORED_TOP_LEVEL = ("apiVersion", "kind", "status")
 # Set by the request path, never owned by an apply (structured-merge-diff resets them).
 _UNOWNED_METADATA = ("name", "namespace", "creationTimestamp")
 
 
 def in_sync(*, desired: Mapping[str, Any], live: Mapping[str, Any],
-            manager: str = contract.FIELD_MANAGER) -> bool:
+            manager: str) -> bool:
     """True when applying `desired` would certainly change nothing: every desired field has
     the same value live, and `manager`'s apply entry owns exactly the desired fields."""
     values = all(
@@ -50,7 +49,7 @@ def _without_unset_timestamp(desired: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def owns_exactly(*, desired: Mapping[str, Any], live: Mapping[str, Any],
-                 manager: str = contract.FIELD_MANAGER) -> bool:
+                 manager: str) -> bool:
     """Whether `manager`'s Apply entry on `live` (same apiVersion) owns exactly the fields
     `desired` sets. False when it cannot tell: no entry, a null value, an unknown shape."""
     entry = _apply_entry(live, manager)
@@ -71,7 +70,7 @@ def owns_exactly(*, desired: Mapping[str, Any], live: Mapping[str, Any],
 
 
 def unchanged_by(*, live: Mapping[str, Any], result: Mapping[str, Any],
-                 manager: str = contract.FIELD_MANAGER) -> bool:
+                 manager: str) -> bool:
     """Whether the object a dry-run apply answered is the live one: the same content
     (status, resourceVersion and managedFields aside, which a controller may have moved
     since the read) and the same fields owned by `manager`'s apply entry."""

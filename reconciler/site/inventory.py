@@ -56,6 +56,8 @@ class Entry(Protocol):
     def name(self) -> str: ...
     @property
     def intent_id(self) -> str: ...
+    @property
+    def pending(self) -> bool: ...
 
 
 E = TypeVar("E", bound=Entry)
@@ -74,8 +76,9 @@ def applied_ids(results: Iterable[ObjectResult]) -> frozenset[str]:
 
 def applied_under(entries: Iterable[E], *, intent_id: str) -> frozenset[str]:
     """Inventory ids of the entries recorded as applied under `intent_id`: what the rollout
-    of that same intent already ran (a finished Job whose TTL deleted it is not run again)."""
-    return frozenset(e.id for e in entries if e.intent_id == intent_id)
+    of that same intent already ran (a finished Job whose TTL deleted it is not run again).
+    An entry written ahead (pending) was not known to be applied, so it is not among them."""
+    return frozenset(e.id for e in entries if e.intent_id == intent_id and not e.pending)
 
 
 def held_ids(refs: Iterable[cluster.ObjectRef]) -> frozenset[str]:

@@ -82,6 +82,10 @@ class Metrics:
         self.last_sync = prometheus_client.Gauge(
             "reconciler_last_successful_sync_timestamp_seconds", "When a pass last ended "
             "ok: the site holds the intent in force (Unix time).", ["site"], registry=r)
+        self.degraded = prometheus_client.Gauge(
+            "reconciler_site_degraded", "1 while the site's passes fail in a row (a Git "
+            "remote or API server fault, a bad revision; `reconciler status` says why and "
+            "since when), 0 after a pass that ended ok or refused.", ["site"], registry=r)
         self.webhooks = prometheus_client.Counter(
             "reconciler_webhook_requests", "Webhook requests, by forge and result "
             "(triggered, ignored, unauthorized, bad_request).", ["forge", "result"],
@@ -117,6 +121,8 @@ class Metrics:
                     self.rollouts.labels(site=site, outcome=name).inc()
             case observe.PassEnded(site=site, result=result, accepted=accepted):
                 self.passes.labels(site=site, result=result).inc()
+                if result in ("ok", "refused", "failed"):  # aborted: says nothing (state.degrade)
+                    self.degraded.labels(site=site).set(1 if result == "failed" else 0)
                 if result == "ok":
                     self.last_sync.labels(site=site).set(self._wall())
                 if accepted is not None:

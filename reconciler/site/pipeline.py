@@ -24,11 +24,12 @@ import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from reconciler import cluster, contract, errors
-from reconciler.repo import bundle, documents, schemas, source
+from reconciler import cluster, contract, durations, errors
+from reconciler.repo import bundle, documents, schemas, signatures, source
 from reconciler.repo import tree as trees
 from reconciler.site import abort as aborts
 from reconciler.site import adoption, fence, inventory, observe, prune, rollout, state
+from reconciler.site import policy as policies
 
 log = logging.getLogger("reconciler")
 
@@ -51,6 +52,16 @@ class Options:
     # --max-prune-fraction: a revision that would prune more than this share of the site's
     # objects (of at least PRUNE_GUARD_MIN) is refused, as is one that desires nothing.
     max_prune_fraction: float = 0.5
+    # --verify-signatures: the keys a fetched head must be signed by (None: not checked).
+    trust: signatures.Trust | None = None
+    # --allow/deny-namespace, --allow/deny-kind: what the operator lets the repository
+    # write (and prune); a revision with an object outside it is refused (docs/policy.md).
+    policy: policies.Policy = dataclasses.field(default_factory=policies.Policy)
+    # Seconds within which the API server decides a write this site sent: the `timeout`
+    # every write carries (cluster.write_deadline(--request-timeout)). After a pass that was
+    # killed during a rollout, a newer intent is accepted only once this long has passed,
+    # so no write the dead process left with the server lands after the acceptance.
+    write_deadline: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +148,27 @@ def _check_shrink(*, site_bundle: documents.Bundle, desired: int, recorded: int,
         f"{intent.location.file}, or pass --max-prune-fraction 1")
 
 
+def _settle(current: state.SiteState, *, seconds: float,
+            wait: Callable[[float], bool]) -> str | None:
+    """Wait out the API server's write deadline when the record shows the last pass died
+    while it could write (its sync still `running`, an intent accepted): a write it had
+    sent may still be in the server's hands (a stalled admission webhook, a slow store),
+    and must be decided before this pass accepts a newer intent or writes again. Nothing
+    is recorded before the wait ends, so a stop during it leaves the mark for the next
+    start. Returns why the pass stops (a stop during the wait), else None."""
+    writing = state.killed_while_writing(current)
+    if writing is None:
+        return None
+    log.warning("the last pass of %s ended without a record while it could write for intent "
+                "%s (killed?); waiting %s, the API server's write deadline, so nothing it "
+                "sent can land after this pass decides", current.site, writing,
+                durations.format_seconds(seconds))
+    if wait(seconds):
+        return (f"stopped while waiting out the write deadline of the last pass (intent "
+                f"{writing}); the next start waits again")
+    return None
+
+
 def sync_once(*, options: Options, store: state.StateStore, target: cluster.Cluster,
               abort: aborts.Abort | None = None,
               observer: observe.Observer = observe.ignore) -> SyncResult:
@@ -162,6 +194,8 @@ def evaluate(
         lambda _new_id: contextlib.nullcontext()),
     target: cluster.Cluster | None = None,
     observer: observe.Observer = observe.ignore,  # metrics, Events, probes (run)
+    wait: Callable[[float], bool] | None = None,  # the agent's stop.wait: True to stop
+    first: bool = True,  # this process's first pass of the site (the agent says when not)
 ) -> tuple[Plan | None, SyncResult | None]:
     """The front half: returns a Plan to roll out, or the result of a pass that ends here.
 
@@ -171,6 +205,9 @@ def evaluate(
 
     With `target`, a site with no record is checked for a lost one before its first
     acceptance (`adoption.check()`): StateLostError unless `options.adopt`.
+
+    The `first` pass of a process that finds the last one died while it could write waits
+    out the API server's write deadline before anything else (`_settle()`).
     """
     stage, commit = "state", None
     plan: Plan | None = None
@@ -181,19 +218,28 @@ def evaluate(
                                         error="interrupted before the pass ended")
     observe.SITE.set(options.site)
     observe.tell(observer, observe.PassStarted(options.site))
+    if first and options.write_deadline > 0:
+        stopped = _settle(box.current, seconds=options.write_deadline,
+                          wait=wait or threading.Event().wait)
+        if stopped is not None:
+            return None, _result(ok=False, options=options, commit=None, decision=None,
+                                 message=stopped, errors=(stopped,))
     try:
         box.update(functools.partial(
             state.start_sync, source=state.SourceRecord(url=repo.display_url,
                                                         branch=options.branch),
             now=state.now()))
 
-        # Pull: the new head, refused when it rewrote history.
+        # Pull: the new head, refused when it rewrote history or (with
+        # --verify-signatures) is not signed by a trusted key.
         stage = "fetch"
         revision = repo.fetch(last_head=box.current.last_fetched_head,
-                              allow_history_rewrite=options.allow_history_rewrite)
+                              allow_history_rewrite=options.allow_history_rewrite,
+                              trust=options.trust, site=options.site)
         commit = revision.sha
         box.update(functools.partial(state.record_fetch, head=commit))
-        log.info("fetched %s at %s (%s)", options.branch, commit[:12], revision.subject)
+        log.info("fetched %s at %s (%s)", options.branch, commit[:12],
+                 errors.printable(revision.subject))  # a commit's words: no escapes
         observe.tell(observer, observe.Fetched(options.site, commit))
 
         # Read the site's intent and manifests at that commit; stop on anything malformed.
@@ -207,6 +253,17 @@ def evaluate(
                 f"{len(findings)} invalid manifest(s): " + "; ".join(map(str, findings[:5])),
                 findings=[str(f) for f in findings],
             )
+        # The site's policy: the whole revision, before anything is applied.
+        refusals = policies.check(policy=options.policy, manifests=site_bundle.manifests,
+                                  crds=site_bundle.crds, intent_id=site_bundle.intent.id,
+                                  served=policies.served_scope(target))
+        if refusals:
+            raise errors.ValidationError(
+                f"{len(refusals)} object(s) outside the site's policy: "
+                + "; ".join(map(str, refusals[:5])), findings=[str(r) for r in refusals])
+        if target is not None:  # every kind served, or defined by a CRD of the revision
+            rollout.check_kinds(target=target, crds=site_bundle.crds,
+                                manifests=site_bundle.manifests)
 
         # Fence: accept, keep or refuse the intent; split manifests into apply and drop.
         stage = "fence"
@@ -224,7 +281,8 @@ def evaluate(
             stage = "fence"
         if decision.verdict is not fence.Verdict.REFUSE:
             _check_shrink(site_bundle=site_bundle, desired=len(decision.apply)
-                          + len(decision.drops), recorded=len(box.current.inventory),
+                          + len(decision.drops),
+                          recorded=sum(not e.pending for e in box.current.inventory),
                           options=options)
         for drop in decision.drops:
             log.warning("dropped %s from %s: %s", drop.object, drop.location, drop.reason)
@@ -331,10 +389,21 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
     outcome: rollout.Result | None = None
     stage = "apply"
     try:
+        # Write ahead: every object this rollout may apply is in the inventory (pending)
+        # before the first apply, in the same save that opens the rollout, so a crash
+        # anywhere after it leaves no object the site does not know and could not prune.
+        scopes = policies.scopes([*plan.site_bundle.crds, *decision.apply])
+        pending = functools.partial(
+            state.record_pending, intent_id=decision.intent_id, now=opened.started_at,
+            objects=[(ref, m.wave) for m in decision.apply
+                     for ref in rollout.possible_refs(target, m, site=options.site,
+                                                      scopes=scopes)])
         if not drift_pass:
-            box.update(functools.partial(
+            box.update(_compose(functools.partial(
                 state.start_rollout, intent_id=decision.intent_id, commit=commit,
-                waves=rollout.wave_records(decision.apply), now=opened.started_at))
+                waves=rollout.wave_records(decision.apply), now=opened.started_at), pending))
+        elif pending(box.current) is not box.current:
+            box.update(pending)
 
         def on_progress(waves: tuple[state.WaveRecord, ...]) -> None:
             observe.tell(observer, observe.WavesChanged(options.site, decision.intent_id, waves))
@@ -350,7 +419,8 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
         ran = inventory.applied_under(box.current.inventory, intent_id=decision.intent_id)
         outcome = rollout.run(target=target, site=options.site, crds=plan.site_bundle.crds,
                               manifests=decision.apply, abort=abort, on_progress=on_progress,
-                              health_timeout=intent.health_timeout, ran=ran)
+                              health_timeout=intent.health_timeout, ran=ran,
+                              policy=options.policy)
         ending, final = conclude(outcome)
         if outcome.phase is state.Outcome.SUCCEEDED and intent.prune:
             # Prune: only now, after a successful rollout of the accepted intent, and only
@@ -360,9 +430,11 @@ def execute(*, box: SiteBox, plan: Plan, target: cluster.Cluster, options: Optio
             stale = inventory.stale(box.current.inventory, applied=applied, held=held)
             stage = "prune"
             try:
-                prune.run(target=target, site=options.site, stale=stale, abort=abort,
-                          into=deleted)
-                ending, final = conclude(outcome, keep_only=applied | held)
+                # Kept: objects prune left that stay the site's (outside the policy), so
+                # a later prune, under a looser policy, still knows them.
+                kept = prune.run(target=target, site=options.site, stale=stale, abort=abort,
+                                 into=deleted, policy=options.policy)
+                ending, final = conclude(outcome, keep_only=applied | held | kept)
             except errors.AbortedError as exc:
                 ending, final = conclude(dataclasses.replace(
                     outcome, phase=state.Outcome.ABORTED, message=str(exc)))

@@ -51,6 +51,11 @@ def status_text(site: state.SiteState) -> str:
         why = f": {site.suspended.reason}" if site.suspended.reason else ""
         out.append(f"Suspended:     by {site.suspended.by}, {_age(site.suspended.at)}{why} "
                    f"(nothing is applied until `reconciler resume --site {site.site}`)")
+    if site.degraded:
+        d = site.degraded
+        passes = "1 failed pass" if d.failures == 1 else f"{d.failures} failed passes in a row"
+        out.append(f"Degraded:      since {_age(d.since)} ({passes}; retried with backoff, "
+                   f"nothing pruned): {d.stage}: {d.message}")
     if site.rollout:
         r = site.rollout
         extra = f" (superseded by {r.superseded_by})" if r.superseded_by else ""
@@ -71,7 +76,10 @@ def status_text(site: state.SiteState) -> str:
         )
         if s.message:
             out.append(f"               {s.message}")
-    out.append(f"Inventory:     {len(site.inventory)} object(s)")
+    pending = sum(entry.pending for entry in site.inventory)
+    out.append(f"Inventory:     {len(site.inventory)} object(s)"
+               + (f", {pending} pending (recorded before an apply that did not end)"
+                  if pending else ""))
     out.append("")
     out.append(f"Drops ({len(site.drops)}):")
     if site.drops:

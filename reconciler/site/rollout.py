@@ -19,12 +19,14 @@ from typing import Any
 from reconciler import cluster, contract, errors
 from reconciler.repo import documents
 from reconciler.site import abort as aborts
-from reconciler.site import drift, health, inventory, state
+from reconciler.site import drift, health, inventory, managers, state
+from reconciler.site import policy as policies
 
 log = logging.getLogger("reconciler.site.rollout")
 PROGRESS_EVERY = 5.0  # seconds between the lines a health wait logs
 
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts at a retryable apply
+MAX_RETRY_AFTER = 60.0  # seconds: the most a server's Retry-After (429, 503) holds a retry
 CRD_ESTABLISH_TIMEOUT = 30.0
 POLL_INTERVAL = 0.25  # seconds between health reads while a wave waits
 APPLY_CONCURRENCY = 4
@@ -54,12 +56,16 @@ class Result:
     failures: tuple[Failure, ...] = ()
 
 
-def desired(manifest: documents.Manifest, *, site: str) -> dict[str, Any]:
-    """The object to apply: the manifest plus the labels every applied object carries."""
+def desired(manifest: documents.Manifest, *, site: str, shared: bool = False) -> dict[str, Any]:
+    """The object to apply: the manifest plus the labels every applied object carries.
+
+    A `shared` one (a CRD of crds/, which every site applies) gets no site label: two sites
+    on one cluster would flip it back and forth (docs/policy.md)."""
     body = copy.deepcopy(dict(manifest.body))
     metadata = dict(body.get("metadata") or {})
     labels = dict(metadata.get("labels") or {})
-    labels[contract.LABEL_SITE] = site
+    if not shared:
+        labels[contract.LABEL_SITE] = site
     labels[contract.LABEL_MANAGED_BY] = contract.MANAGED_BY_VALUE
     metadata["labels"] = labels
     body["metadata"] = metadata
@@ -118,6 +124,7 @@ def run(
     poll_interval: float = POLL_INTERVAL,
     clock: Callable[[], float] = time.monotonic,  # injected by tests
     ran: Collection[str] = frozenset(),
+    policy: policies.Policy = policies.DEFAULT,
 ) -> Result:
     """Apply the CRDs, then each wave and wait for it; stop at a failed wave or on abort.
 
@@ -143,14 +150,21 @@ def run(
 
     try:
         if crds:
-            live.update(list_live(target=target, manifests=crds, site=site))
+            live.update(list_shared(target=target, crds=crds))
+            # No silent adoption of a CRD someone else installed (docs/policy.md).
+            _check_adoption(target=target, manifests=crds, site=site, live=live,
+                            abort=abort, failed=failures, policy=policy, shared=True)
             deferred = _apply_group(target=target, items=crds, site=site, abort=abort,
                                     live=live, wave=0, intent_bound=False, into=results,
-                                    failed=failures)
+                                    failed=failures, policy=policy)
             if deferred:
                 raise errors.ApplyError("crds: " + "; ".join(deferred), retryable=True)
             _await_crds(target=target, crds=crds, abort=abort)
         live.update(list_live(target=target, manifests=manifests, site=site))
+        # No silent adoption: an existing object that is not the site's fails the rollout
+        # before its first wave, unless its manifest says `reconciler.dev/adopt: enabled`.
+        _check_adoption(target=target, manifests=manifests, site=site, live=live,
+                        abort=abort, failed=failures, policy=policy)
         for index, (wave, items) in enumerate(plan_waves(manifests)):
             mark(index, state.WavePhase.APPLYING)
             try:
@@ -162,7 +176,7 @@ def run(
                     unavailable += _apply_group(target=target, items=group, site=site,
                                                 abort=abort, live=live, wave=wave,
                                                 into=results, failed=failures,
-                                                finished=finished)
+                                                finished=finished, policy=policy)
                     if any(documents.is_crd(m) for m in group):
                         _await_crds(target=target, crds=group, abort=abort)
                         live.update(list_live(target=target, manifests=items, site=site))
@@ -192,6 +206,46 @@ def run(
         return Result(phase=state.Outcome.FAILED, results=tuple(results),
                       waves=tuple(records), message=f"internal error: {errors.describe(exc)}",
                       failures=tuple(failures))
+
+
+def _check_adoption(*, target: cluster.Cluster, manifests: Sequence[documents.Manifest],
+                    site: str, live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
+                    abort: aborts.Abort, failed: list[Failure],
+                    policy: policies.Policy = policies.DEFAULT, shared: bool = False) -> None:
+    """Raise ApplyError naming every object of `manifests` that resolves outside `policy`
+    (rule `policy-namespace` or `policy-kind`: a last guard, pipeline.evaluate() refused
+    what it could tell) or that exists but was not applied for `site`, unless its manifest
+    adopts it (rule `adoption`, policy.adoption()). `shared`: the CRDs of crds/, which are
+    the reconciler's when any site applied them (policy.crd_adoption()).
+
+    `live` holds what the site's list found (its label; for crds/, the managed-by label):
+    those are ours. Only the others are read, one GET each, so a pass over objects already
+    ours costs no request; a kind not served yet has no object to adopt."""
+    refused: list[Failure] = []
+    for manifest in _last_definitions(manifests):
+        abort.check()
+        ref = _key(target, desired(manifest, site=site, shared=shared))
+        outside = policies.outside(policy=policy, ref=ref)
+        if outside:
+            refused.append(Failure(ref=ref, error=f"{manifest.location.position}: {ref}: "
+                                                  f"refused: {outside}"))
+            log.error("%s", refused[-1].error)
+            continue
+        if ref in live:
+            continue
+        try:
+            found = target.get(ref)
+        except (errors.NotFoundError, errors.GroupUnavailableError):
+            continue  # not served (yet), or not now: applying it says why, if anything
+        refusal = (policies.crd_adoption(manifest=manifest, live=found, ref=ref) if shared
+                   else policies.adoption(manifest=manifest, live=found, site=site, ref=ref))
+        if refusal is not None:
+            log.error("%s", refusal)
+            refused.append(Failure(ref=ref, error=str(refusal)))
+    if refused:
+        failed.extend(refused)
+        raise errors.ApplyError(f"{len(refused)} object(s) refused before any write of them: "
+                                + "; ".join(f.error for f in refused[:5]))
 
 
 def _finished_jobs(*, target: cluster.Cluster, items: Sequence[documents.Manifest], site: str,
@@ -237,7 +291,8 @@ def _apply_group(*, target: cluster.Cluster, items: Sequence[documents.Manifest]
                  abort: aborts.Abort, live: Mapping[cluster.ObjectRef, Mapping[str, Any]],
                  wave: int, into: list[inventory.ObjectResult], failed: list[Failure],
                  intent_bound: bool = True,
-                 finished: Collection[cluster.ObjectRef] = frozenset()) -> list[str]:
+                 finished: Collection[cluster.ObjectRef] = frozenset(),
+                 policy: policies.Policy = policies.DEFAULT) -> list[str]:
     """Apply a group concurrently (bounded), adding every success to `into` and every
     failure to `failed`, so both are recorded; then raise the abort, one ApplyError with
     all the group's errors, or the first unforeseen exception.
@@ -248,7 +303,8 @@ def _apply_group(*, target: cluster.Cluster, items: Sequence[documents.Manifest]
     with concurrent.futures.ThreadPoolExecutor(max_workers=APPLY_CONCURRENCY) as pool:
         futures = [(m, pool.submit(_apply_one, target=target, manifest=m, site=site,
                                    abort=abort, live=live, wave=wave,
-                                   intent_bound=intent_bound, finished=finished))
+                                   intent_bound=intent_bound, finished=finished,
+                                   policy=policy))
                    for m in items]
         failures: list[str] = []
         unavailable = True  # every failure is of an unavailable group version
@@ -297,6 +353,28 @@ def ref_of(target: cluster.Cluster, manifest: documents.Manifest, *,
     return _key(target, desired(manifest, site=site))
 
 
+def possible_refs(target: cluster.Cluster, manifest: documents.Manifest, *, site: str,
+                  scopes: Mapping[tuple[str, str], bool]) -> tuple[cluster.ObjectRef, ...]:
+    """Every ref the object a manifest describes can end up with once applied: what the
+    write-ahead inventory records before its first apply. Without a namespace, a kind the
+    cluster serves has its scope; one it does not serve yet takes the scope its CRD in the
+    revision gives (`scopes`, by (group, kind)); one whose scope nobody can tell now (its
+    API group unavailable) is recorded both ways, so either object is known and prunable.
+    """
+    ref = cluster.ObjectRef.of(desired(manifest, site=site))
+    if ref.namespace is not None:
+        return (ref,)
+    in_default = cluster.ObjectRef(ref.api_version, ref.kind, "default", ref.name)
+    try:
+        namespaced: bool | None = target.resource(api_version=ref.api_version,
+                                                  kind=ref.kind).namespaced
+    except (errors.NotFoundError, errors.GroupUnavailableError):
+        namespaced = scopes.get((ref.group, ref.kind))
+    if namespaced is None:
+        return (ref, in_default)
+    return (in_default,) if namespaced else (ref,)
+
+
 def _key(target: cluster.Cluster, obj: Mapping[str, Any]) -> cluster.ObjectRef:
     """The object's ref, with the namespace a namespaced kind defaults to."""
     ref = cluster.ObjectRef.of(obj)
@@ -310,11 +388,20 @@ def _key(target: cluster.Cluster, obj: Mapping[str, Any]) -> cluster.ObjectRef:
     return ref
 
 
+def list_shared(*, target: cluster.Cluster,
+                crds: Iterable[documents.Manifest]) -> dict[cluster.ObjectRef, Mapping[str, Any]]:
+    """The reconciler's live CRDs of crds/ (shared by every site, so found by the
+    managed-by label, not a site's): one list."""
+    return list_live(target=target, manifests=crds, site="",
+                     selector=f"{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY_VALUE}")
+
+
 def list_live(*, target: cluster.Cluster, manifests: Iterable[documents.Manifest],
-               site: str) -> dict[cluster.ObjectRef, Mapping[str, Any]]:
-    """The site's live objects of every kind in `manifests`: one list per kind."""
+              site: str, selector: str = "") -> dict[cluster.ObjectRef, Mapping[str, Any]]:
+    """The site's live objects of every kind in `manifests`: one list per kind (by the
+    site's label, or by `selector` when given)."""
     found: dict[cluster.ObjectRef, Mapping[str, Any]] = {}
-    selector = f"{contract.LABEL_SITE}={site}"
+    selector = selector or f"{contract.LABEL_SITE}={site}"
     for api_version, kind in sorted({(m.api_version, m.kind) for m in manifests}):
         try:
             items = target.list(api_version=api_version, kind=kind, label_selector=selector)
@@ -339,10 +426,16 @@ def _apply_one(
     wave: int,
     intent_bound: bool,
     finished: Collection[cluster.ObjectRef] = frozenset(),
+    policy: policies.Policy = policies.DEFAULT,
 ) -> inventory.ObjectResult:
-    body = desired(manifest, site=site)
+    body = desired(manifest, site=site, shared=not intent_bound)
     intent_id = manifest.intent_id if intent_bound else None
     key = _key(target, body)
+    # A last guard: the ref the cluster resolves (its namespace defaulted as the server
+    # does) is checked against the site's policy before the write, whatever said earlier.
+    outside = policies.outside(policy=policy, ref=key)
+    if outside:
+        raise errors.ApplyError(f"{key} apply refused: outside the site's policy: {outside}")
     if key in finished:
         abort.check()
         note = (f"completed under intent {intent_id} and deleted after its TTL; "
@@ -352,7 +445,13 @@ def _apply_one(
                                       resource_version=None, intent_id=intent_id, wave=wave,
                                       note=note)
     current = live.get(key)
-    if current is not None and _unchanged(target=target, body=body, live=current, abort=abort):
+    # The site's manifests are applied as the site's own field manager; the CRDs of crds/,
+    # which every site shares, as the shared one.
+    manager = contract.field_manager(site) if intent_bound else contract.SHARED_FIELD_MANAGER
+    if current is not None and intent_bound:
+        current = managers.migrate(target=target, live=current, site=site, abort=abort)
+    if current is not None and _unchanged(target=target, body=body, live=current, abort=abort,
+                                          manager=manager):
         ref = cluster.ObjectRef.of(current)
         log.debug("%s unchanged", ref)
         return inventory.ObjectResult(ref=ref, change=cluster.Change.UNCHANGED,
@@ -360,7 +459,8 @@ def _apply_one(
                             intent_id=intent_id, wave=wave)
     note = ""
     try:
-        applied = _apply_retrying(target=target, body=body, manifest=manifest, abort=abort)
+        applied = _apply_retrying(target=target, body=body, manifest=manifest, abort=abort,
+                                  manager=manager)
     except errors.ApplyError as exc:
         fields = errors.immutable_fields(exc.causes)
         if not fields:
@@ -376,7 +476,8 @@ def _apply_one(
         log.warning("%s: %s; deleting it to create it anew (%s: %s)", key, what,
                     contract.ANNOTATION_REPLACE, contract.REPLACE_ENABLED)
         _delete_and_wait(target=target, ref=key, abort=abort)
-        applied = _apply_retrying(target=target, body=body, manifest=manifest, abort=abort)
+        applied = _apply_retrying(target=target, body=body, manifest=manifest, abort=abort,
+                                  manager=manager)
         note = f"replaced: {what}"
     change = (cluster.Change.CREATED if applied.created and not note
               else cluster.Change.CONFIGURED)
@@ -387,32 +488,33 @@ def _apply_one(
 
 
 def _unchanged(*, target: cluster.Cluster, body: Mapping[str, Any],
-               live: Mapping[str, Any], abort: aborts.Abort) -> bool:
+               live: Mapping[str, Any], abort: aborts.Abort, manager: str) -> bool:
     """Whether applying `body` would leave the live object as it is, decided as
     server-side apply decides it (see drift): certain from the live object alone, or else
     asked of the server with a dry-run apply through the abort gate. A dry run the server
     refuses (a conflict, an invalid field) proves nothing: the real apply meets it."""
     abort.check()
-    if drift.in_sync(desired=body, live=live):
+    if drift.in_sync(desired=body, live=live, manager=manager):
         return True
     try:
         with abort.gate():
-            result = target.apply(body, dry_run=True)
+            result = target.apply(body, dry_run=True, field_manager=manager)
     except errors.ClusterError as exc:
         log.debug("%s dry run refused, applying: %s", cluster.ObjectRef.of(body), exc)
         return False
-    return drift.unchanged_by(live=live, result=result.live)
+    return drift.unchanged_by(live=live, result=result.live, manager=manager)
 
 
 def _apply_retrying(*, target: cluster.Cluster, body: Mapping[str, Any],
-                    manifest: documents.Manifest, abort: aborts.Abort) -> cluster.Applied:
+                    manifest: documents.Manifest, abort: aborts.Abort,
+                    manager: str) -> cluster.Applied:
     """One object's server-side apply through the abort gate: retried when a retry can
     help, forced once when only imperative edits conflict with it."""
     force = False
     for attempt in range(len(RETRY_DELAYS) + 1):
         try:
             with abort.gate():
-                return target.apply(body, force=force)
+                return target.apply(body, force=force, field_manager=manager)
         except errors.ConflictError as exc:
             editors = _imperative_editors(target, body, exc)
             if force or not editors:
@@ -425,9 +527,11 @@ def _apply_retrying(*, target: cluster.Cluster, body: Mapping[str, Any],
         except errors.ClusterError as exc:
             if not exc.retryable or attempt == len(RETRY_DELAYS):
                 raise
-            log.warning("%s: %s; retrying in %.1fs", manifest.describe(), exc,
-                        RETRY_DELAYS[attempt])
-            if abort.wait(RETRY_DELAYS[attempt]):
+            # At least as long as the server asked (a 429's or 503's Retry-After), capped.
+            delay = max(RETRY_DELAYS[attempt], min(exc.retry_after or 0.0, MAX_RETRY_AFTER))
+            log.warning("%s: %s; retrying in %.1fs%s", manifest.describe(), exc, delay,
+                        " (the server's Retry-After)" if delay > RETRY_DELAYS[attempt] else "")
+            if abort.wait(delay):
                 abort.check()
     raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -469,6 +573,42 @@ def _imperative_editors(target: cluster.Cluster, body: Mapping[str, Any],
            for name in names):
         return names
     return []
+
+
+def check_kinds(*, target: cluster.Cluster, crds: Sequence[documents.Manifest],
+                manifests: Sequence[documents.Manifest]) -> None:
+    """Refuse a revision with a kind the cluster does not serve and no CRD of the revision
+    defines, before anything of it is applied (rule `unknown-kind`): found mid-rollout, it
+    would fail its wave after the earlier waves were written. Discovery is read again once
+    before a kind is called unknown. A group the cluster lists but cannot serve now is left
+    to the apply, which names the reason. Raises ValidationError naming each manifest."""
+    defined = {(served.api_version, served.kind) for crd in (*crds, *manifests)
+               for served in documents.served_kinds(crd)}
+
+    def unknown() -> list[documents.Manifest]:
+        found = []
+        for (api_version, kind), manifest in sorted(kinds.items()):
+            try:
+                target.resource(api_version=api_version, kind=kind)
+            except errors.NotFoundError:
+                found.append(manifest)
+            except errors.GroupUnavailableError:
+                continue
+        return found
+
+    kinds = {(m.api_version, m.kind): m for m in manifests
+             if (m.api_version, m.kind) not in defined}
+    missing = unknown()
+    if missing:
+        target.refresh_discovery()
+        missing = unknown()
+    if missing:
+        found = [f"{m.location}: {m.describe()}: kind {m.kind!r} of {m.api_version!r} is not "
+                 "served by the cluster nor defined by a CRD of the revision "
+                 "[unknown-kind]" for m in missing]
+        raise errors.ValidationError(
+            f"{len(found)} kind(s) unknown, nothing applied: " + "; ".join(found[:5]),
+            findings=found)
 
 
 def _await_crds(*, target: cluster.Cluster, crds: Sequence[documents.Manifest],

@@ -39,8 +39,10 @@ from reconciler.site import fence, inventory
 # 3: errors of the accept and prune stages, syncs that end aborted. 2: inventory entries
 # carry their wave.
 # 5: `suspended`, who suspended the site, when and why (`reconciler suspend`).
-# Versions 1 to 4 still load (the schema lists the versions read), and are saved as 5.
-FORMAT_VERSION = 5
+# 6: inventory entries can be `pending`: written ahead of their first apply; `degraded`,
+# since when passes have failed in a row, and why the last one did.
+# Versions 1 to 5 still load (the schema lists the versions read), and are saved as 6.
+FORMAT_VERSION = 6
 HISTORY_LIMIT = 50
 ERRORS_LIMIT = 20
 
@@ -136,6 +138,9 @@ class InventoryEntry:
     applied_at: str
     resource_version: str | None = None
     wave: int = 0  # since format 2; prune goes in reverse wave order
+    # Since format 6: recorded before its first apply (written ahead), not applied yet as
+    # far as the record knows. A crash between the two leaves it known, so prunable.
+    pending: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +185,17 @@ class SourceRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class Degraded:
+    """Passes have failed in a row since `since`: `failures` of them, the last one at
+    `stage` with `message`. Cleared by the next pass that ends ok or refused."""
+
+    since: str
+    stage: str
+    message: str
+    failures: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class Suspension:
     """A site suspended by `reconciler suspend`: nothing is applied until it is resumed."""
 
@@ -208,6 +224,8 @@ class SiteState:
     superseded: tuple[str, ...] = ()
     # Since format 5: set while the site is suspended (site/control.py records it).
     suspended: Suspension | None = None
+    # Since format 6: set while passes fail in a row (finish_sync), None after a good one.
+    degraded: Degraded | None = None
 
     def superseded_ids(self) -> frozenset[str]:
         """Ids this site accepted and later replaced: a replay of one is refused."""
@@ -382,6 +400,24 @@ def record_waves(current: SiteState, *, rollout: Opened,
                                                                     waves=waves))
 
 
+def record_pending(current: SiteState, *, intent_id: str,
+                   objects: Sequence[tuple[cluster.ObjectRef, int]], now: str) -> SiteState:
+    """The objects a rollout of `intent_id` is about to apply, (ref, wave) each, written
+    ahead: any not in the inventory yet goes in as pending, before its first apply, so a
+    crash between the apply and the end of the rollout never leaves an object the site
+    does not know (and would never prune). Entries already there stay as they are."""
+    known = {entry.id for entry in current.inventory}
+    added = [InventoryEntry(
+        id=ref.inventory_id, api_version=ref.api_version, kind=ref.kind,
+        namespace=ref.namespace, name=ref.name, intent_id=intent_id, applied_at=now,
+        wave=wave, pending=True)
+        for ref, wave in objects if ref.inventory_id not in known]
+    if not added:
+        return current
+    return dataclasses.replace(current, inventory=inventory.merge(
+        current.inventory, added=added, deleted=()))
+
+
 def record_inventory(current: SiteState, *, results: Sequence[inventory.ObjectResult],
                      keep_only: frozenset[str] | None, now: str) -> SiteState:
     """The inventory after a step: what it applied put in, what it deleted taken out.
@@ -450,12 +486,43 @@ def finish_sync(current: SiteState, *, commit: str | None, result: str, message:
                                       "before the pass ended")
     record = current.last_sync or SyncRecord(started_at=now, commit=commit, result="running")
     counts = collections.Counter(changes)
-    return dataclasses.replace(current, last_sync=dataclasses.replace(
+    return dataclasses.replace(current, degraded=degrade(
+        current.degraded, result=result, message=message, started_at=record.started_at,
+        errors=current.errors), last_sync=dataclasses.replace(
         record, finished_at=now, commit=commit, result=result, message=message,
         verdict=verdict, created=counts[cluster.Change.CREATED],
         configured=counts[cluster.Change.CONFIGURED],
         unchanged=counts[cluster.Change.UNCHANGED], pruned=counts[cluster.Change.DELETED],
         dropped=dropped))
+
+
+def degrade(previous: Degraded | None, *, result: str, message: str, started_at: str,
+            errors: Sequence[ErrorRecord]) -> Degraded | None:
+    """The Degraded record after a pass that ended `result`: one more failure (since the
+    first failed pass of the run began; the stage is the last error's, which the pass
+    recorded with the same message), cleared by `ok` or `refused` (the site works: the
+    intent at the head was decided), kept as it is by `aborted` (says nothing)."""
+    if result in ("ok", "refused"):
+        return None
+    if result != "failed":
+        return previous
+    last = errors[-1] if errors else None
+    stage = last.stage if last is not None and last.message == message else "sync"
+    if previous is None:
+        return Degraded(since=started_at, stage=stage, message=message)
+    return Degraded(since=previous.since, stage=stage, message=message,
+                    failures=previous.failures + 1)
+
+
+def killed_while_writing(current: SiteState) -> str | None:
+    """The intent in force when the last pass ended without a record (its sync is still
+    `running`: the process was killed, at any point after its start), if there was one:
+    that pass could have been writing for it, a rollout or a drift pass. None otherwise.
+    Only a process's first pass may ask: later, `running` is its own other thread's."""
+    sync = current.last_sync
+    if sync is not None and sync.result == "running" and current.accepted is not None:
+        return current.accepted.id
+    return None
 
 
 def failing(current: SiteState) -> str | None:
@@ -696,6 +763,7 @@ class FileStateStore:
             except OSError as exc:
                 log.warning("%s: cannot record this process's pid (%s); the lock is held",
                             self.lock_path, exc.strerror or exc)
+            self._remove_stale_temporaries()
             try:
                 yield
             finally:
@@ -704,6 +772,26 @@ class FileStateStore:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove the temporary files of saves a killed process left (`.<site>.json.<pid>.tmp`
+        and the backup's): with the site's lock held, no other process is saving, so any
+        but this process's own is stale. A file that cannot be removed is only logged."""
+        mine = f".{os.getpid()}.tmp"
+        for pattern in (f".{self.site}.json.*.tmp", f".{self.site}.json.bak.*.tmp"):
+            for path in self.state_dir.glob(pattern):
+                if path.name.endswith(mine):
+                    continue
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.warning("%s: cannot remove a killed save's temporary file (%s)",
+                                path, exc.strerror or exc)
+                    continue
+                log.warning("%s: removed the temporary file of a save that did not end "
+                            "(its process was killed)", path)
 
     def load(self) -> SiteState:
         """The recorded state, or an empty one for a site never synced.

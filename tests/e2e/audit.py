@@ -63,6 +63,9 @@ def _record(event: dict[str, Any]) -> requestlog.RequestRecord:
     annotations = (metadata or {}).get("annotations") or {}
     received = datetime.datetime.fromisoformat(
         event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+    # The stage the event records (ResponseComplete, or Panic): when the server answered.
+    handled = datetime.datetime.fromisoformat(
+        (event.get("stageTimestamp") or event["requestReceivedTimestamp"]).replace("Z", "+00:00"))
     verb = event.get("verb", "")
     # The audit log does not keep the patch's content type; the reconciler sends only
     # server-side apply patches, which always carry a fieldManager.
@@ -70,6 +73,7 @@ def _record(event: dict[str, Any]) -> requestlog.RequestRecord:
         "merge" if verb == "patch" else None)
     return requestlog.RequestRecord(
         time=received.timestamp(),
+        handled=handled.timestamp(),
         verb=verb,
         patch_type=patch_type,
         path=uri.path,

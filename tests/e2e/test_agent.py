@@ -132,6 +132,8 @@ def test_new_intent_aborts_the_waiting_rollout(any_cluster: ClusterUnderTest,
         accepted_at = state.parse_time(accepted.accepted_at).timestamp()
         carrying_a = [r for r in any_cluster.requests() if r.intent_id == "intent-a"]
         assert carrying_a and max(r.time for r in carrying_a) < accepted_at
+        # Handled, not only sent, before: no write of A took effect after B's acceptance.
+        assert max(r.handled for r in carrying_a if 200 <= r.status < 300) < accepted_at
         assert not [r for r in carrying_a if r.kind == "NetworkFunction"]
 
 

@@ -149,8 +149,8 @@ def test_adapter_conflict_error_keeps_the_managers_and_causes(
         f"ConfigMap/{NS}/a apply failed: Apply failed with 2 conflicts: conflicts with ")
     assert 'conflicts with "first":\n- .data.k' in str(conflict)
     assert 'conflicts with "kubectl-edit" using v1:\n- .data.j' in str(conflict)
-    assert str(conflict).endswith("(another field manager owns these fields; "
-                                  "--force-conflicts takes them)")
+    assert str(conflict).endswith("(applying as 'reconciler'; another field manager owns "
+                                  "these fields; --force-conflicts takes them)")
 
 
 def test_dry_run_stores_nothing(api: Api):

@@ -62,6 +62,7 @@ import tests.kube
 from reconciler import cluster, contract, kube, localcluster
 from reconciler.manager import plan as planner
 from reconciler.site import health, pipeline
+from reconciler.site import policy as policies
 from tests import corpus_controllers, gitrepo
 from tests.e2e import audit
 from tests.e2e.conftest import ClusterUnderTest, Site
@@ -333,6 +334,11 @@ def corpus_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         yield target, sims
 
 
+# metrics-server and kube-state-metrics install into kube-system, as their projects publish
+# them: the operator of such a site lifts that namespace's default deny (docs/policy.md).
+CORPUS_POLICY = policies.Policy(allow_namespaces=("*", "kube-system"))
+
+
 @pytest.fixture(scope="module")
 def rollout(corpus_cluster: tuple[ClusterUnderTest, corpus_controllers.CorpusControllers],
             fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Rollout:
@@ -344,11 +350,12 @@ def rollout(corpus_cluster: tuple[ClusterUnderTest, corpus_controllers.CorpusCon
         planned = time.monotonic()
         site = sites[project] = Site(root=root / project, remote_url=fleet.remote.url,
                                      target=target, site=project)
+        site.options = dataclasses.replace(site.options, policy=CORPUS_POLICY)
         adapter = kube.connect(kubeconfig=target.kubeconfig)
         try:
             plans[project] = planner.make(options=planner.Options(
                 url=fleet.remote.url, site=project, state_dir=site.state_dir,
-                cache_dir=site.root / "plan-cache"), target=adapter)
+                cache_dir=site.root / "plan-cache", policy=CORPUS_POLICY), target=adapter)
         finally:
             adapter.close()
         start = time.monotonic()

@@ -41,8 +41,9 @@ def test_request_log_records_verbs_intent_dry_run_and_status(tmp_path: Path) -> 
     assert all(r.kind == "ConfigMap" and r.namespace == "default" for r in records)
     assert records[0].path == f"{CM}/a"
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert list(lines[0]) == ["time", "verb", "patchType", "path", "kind", "namespace", "name",
-                              "intentId", "dryRun", "status"]
+    assert list(lines[0]) == ["time", "handled", "verb", "patchType", "path", "kind",
+                              "namespace", "name", "intentId", "dryRun", "status"]
+    assert all(line["time"] <= line["handled"] for line in lines)
     assert lines[-3]["intentId"] == "upf-2-4" and lines[-3]["dryRun"] is True
     assert lines[-1]["status"] == 404
     assert isinstance(lines[-1]["time"], float)
@@ -92,6 +93,36 @@ def test_latency_fault_delays_the_answer(cluster: localcluster.LocalCluster,
     reply = raw.request("GET", "/api/v1/namespaces/default")
     assert reply.status == 200
     assert time.monotonic() - started >= 0.4
+
+
+def test_a_stall_past_the_requests_timeout_is_504_and_writes_nothing(
+        cluster: localcluster.LocalCluster, raw: conftest.Raw) -> None:
+    """A write stalled in the server past its `timeout` query parameter is answered 504
+    `Timeout` at the deadline, as kube-apiserver answers it, and nothing is written; the
+    request log shows when it arrived and when it was handled."""
+    cluster.faults.add(localcluster.Fault(verb="apply", path_regex="/configmaps/a$",
+                                          latency=5.0, times=1))
+    started = time.monotonic()
+    reply = raw.request("PATCH", f"{CM}/a?fieldManager=test&timeout=1s", annotated("a", "i"),
+                        content_type="application/apply-patch+yaml")
+    assert reply.status == 504 and json.loads(reply.body)["reason"] == "Timeout"
+    assert 1.0 <= time.monotonic() - started < 4.0
+    assert raw.request("GET", f"{CM}/a").status == 404
+    (stalled,) = [r for r in cluster.requests if r.verb == "patch"]
+    assert stalled.status == 504 and 1.0 <= stalled.handled - stalled.time < 4.0
+
+
+def test_a_stall_within_the_bound_is_handled_late(cluster: localcluster.LocalCluster,
+                                                  raw: conftest.Raw) -> None:
+    """Without a `timeout`, a write stalled less than the server's 34 s bound is handled
+    when the stall ends: after a client that gave up sooner (what the reconciler's own
+    `timeout` on every write prevents)."""
+    cluster.faults.add(localcluster.Fault(verb="apply", path_regex="/configmaps/a$",
+                                          latency=1.0, times=1))
+    reply = raw.apply(f"{CM}/a", annotated("a", "i"))
+    assert reply.status == 201
+    (late,) = [r for r in cluster.requests if r.verb == "patch"]
+    assert late.handled - late.time >= 1.0
 
 
 def test_drop_connection_fault_closes_without_answer(cluster: localcluster.LocalCluster,

@@ -32,12 +32,14 @@ class HangingCluster(fakes.FakeCluster):
         self.answered_at: float | None = None  # epoch seconds, as the state records time
 
     def apply(self, obj: Mapping[str, Any], *, force: bool = False,
-              dry_run: bool = False) -> cluster.Applied:
+              dry_run: bool = False,
+              field_manager: str = contract.SHARED_FIELD_MANAGER) -> cluster.Applied:
         if obj["kind"] == self.kind and not self.release.is_set():
             self.entered.set()
             self.release.wait(30.0)  # bounded like the client's read timeout
             self.answered_at = time.time()
-        return super().apply(obj, force=force, dry_run=dry_run)
+        return super().apply(obj, force=force, dry_run=dry_run,
+                             field_manager=field_manager)
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:

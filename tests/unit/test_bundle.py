@@ -326,8 +326,10 @@ def test_python_tags_are_refused() -> None:
 
 
 def test_undecodable_bytes_are_refused() -> None:
-    """Bytes that are not text in a YAML encoding are a BundleError naming the file."""
-    with pytest.raises(errors.BundleError, match=r"^m\.yaml: invalid YAML"):
+    """Bytes that are not UTF-8 are a BundleError naming the file, the line and the rule."""
+    with pytest.raises(errors.BundleError, match=r"^m\.yaml:1: invalid YAML: byte 3 is not "
+                                                 r"UTF-8; manifests must be UTF-8 \(rule: "
+                                                 r"encoding\)$"):
         bundle.parse_documents(b"a: \xff\xfe\xfa\n", file="m.yaml")
 
 

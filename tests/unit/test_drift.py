@@ -6,7 +6,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from reconciler import contract
 from reconciler.site import drift
+
+MANAGER = contract.field_manager("edge-sfo-01")  # the site's own field manager
 
 DESIRED: dict[str, Any] = {
     "apiVersion": "telco.example.com/v1alpha1", "kind": "NetworkFunction",
@@ -25,7 +28,7 @@ OWNED: dict[str, Any] = {
 }
 
 
-def entry(fields: dict[str, Any], *, manager: str = "reconciler",
+def entry(fields: dict[str, Any], *, manager: str = MANAGER,
           api_version: str = "telco.example.com/v1alpha1", operation: str = "Apply",
           time: str = "2026-12-01T00:00:00Z") -> dict[str, Any]:
     return {"manager": manager, "operation": operation, "apiVersion": api_version,
@@ -53,17 +56,17 @@ def live(*, owned: dict[str, Any] | None = None, **spec_changes: object) -> dict
 def test_live_with_server_added_fields_and_exact_ownership_is_in_sync():
     """Fields the server or others add (status, defaults, another manager's label) are not
     drift when the reconciler owns exactly what the manifest sets."""
-    assert drift.in_sync(desired=DESIRED, live=live())
+    assert drift.in_sync(manager=MANAGER, desired=DESIRED, live=live())
 
 
 def test_changed_value_is_drift():
-    assert not drift.in_sync(desired=DESIRED, live=live(replicas=3))
+    assert not drift.in_sync(manager=MANAGER, desired=DESIRED, live=live(replicas=3))
 
 
 def test_missing_field_is_not_in_sync():
     current = live()
     del current["metadata"]["labels"]["a"]
-    assert not drift.in_sync(desired=DESIRED, live=current)
+    assert not drift.in_sync(manager=MANAGER, desired=DESIRED, live=current)
 
 
 def test_a_field_removed_from_the_manifest_that_the_reconciler_owns_needs_an_apply():
@@ -71,7 +74,7 @@ def test_a_field_removed_from_the_manifest_that_the_reconciler_owns_needs_an_app
     which the manifest no longer sets: the apply would remove it."""
     desired = copy.deepcopy(DESIRED)
     del desired["metadata"]["labels"]
-    assert not drift.in_sync(desired=desired, live=live())
+    assert not drift.in_sync(manager=MANAGER, desired=desired, live=live())
 
 
 def test_a_field_the_reconciler_does_not_own_yet_needs_an_apply():
@@ -79,35 +82,35 @@ def test_a_field_the_reconciler_does_not_own_yet_needs_an_apply():
     apply would take shared ownership, a change of managedFields."""
     desired = copy.deepcopy(DESIRED)
     desired["metadata"]["labels"]["extra"] = "x"
-    assert not drift.in_sync(desired=desired, live=live())
+    assert not drift.in_sync(manager=MANAGER, desired=desired, live=live())
 
 
 def test_list_length_change_is_drift():
     current = live(ports=[{"name": "n3", "port": 2152}, {"name": "n6", "port": 8805}])
-    assert not drift.in_sync(desired=DESIRED, live=current)
+    assert not drift.in_sync(manager=MANAGER, desired=DESIRED, live=current)
 
 
 def test_list_map_element_owned_by_its_key():
     """A list map element is matched by its key fields wherever it sits."""
     owned = copy.deepcopy(OWNED)
     owned["f:spec"]["f:ports"] = {'k:{"name":"n4"}': {".": {}, "f:name": {}, "f:port": {}}}
-    assert not drift.in_sync(desired=DESIRED, live=live(owned=owned))
+    assert not drift.in_sync(manager=MANAGER, desired=DESIRED, live=live(owned=owned))
 
 
 def test_set_elements_owned_by_value():
     owned = copy.deepcopy(OWNED)
     owned["f:spec"]["f:finalizers"] = {'v:"x"': {}}
-    assert not drift.in_sync(desired=DESIRED, live=live(owned=owned))
+    assert not drift.in_sync(manager=MANAGER, desired=DESIRED, live=live(owned=owned))
 
 
 def test_no_apply_entry_or_another_api_version_is_uncertain():
     """Created by kubectl create, or applied last as another version: ask the server."""
     current = live()
     current["metadata"]["managedFields"] = current["metadata"]["managedFields"][1:]
-    assert not drift.in_sync(desired=DESIRED, live=current)
+    assert not drift.in_sync(manager=MANAGER, desired=DESIRED, live=current)
     current = live()
     current["metadata"]["managedFields"][0]["apiVersion"] = "telco.example.com/v1alpha0"
-    assert not drift.in_sync(desired=DESIRED, live=current)
+    assert not drift.in_sync(manager=MANAGER, desired=DESIRED, live=current)
 
 
 def test_a_null_value_is_uncertain():
@@ -116,12 +119,13 @@ def test_a_null_value_is_uncertain():
     desired["spec"]["data"] = None
     current = live(data=None)
     current["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:data"] = {}
-    assert not drift.in_sync(desired=desired, live=current)
+    assert not drift.in_sync(manager=MANAGER, desired=desired, live=current)
 
 
 def test_bool_is_not_equal_to_int():
     """`true` and `1` differ, as they do to the API server."""
-    assert not drift.in_sync(desired={"spec": {"on": True}}, live={"spec": {"on": 1}})
+    assert not drift.in_sync(manager=MANAGER, desired={"spec": {"on": True}},
+                             live={"spec": {"on": 1}})
 
 
 def test_a_dry_run_that_answers_the_live_object_is_unchanged():
@@ -131,23 +135,23 @@ def test_a_dry_run_that_answers_the_live_object_is_unchanged():
     answer["status"] = {"phase": "Degraded"}
     answer["metadata"]["resourceVersion"] = "9"
     answer["metadata"]["managedFields"][0]["time"] = "2026-12-02T00:00:00Z"
-    assert drift.unchanged_by(live=live(), result=answer)
+    assert drift.unchanged_by(manager=MANAGER, live=live(), result=answer)
 
 
 def test_a_dry_run_that_removes_a_field_or_moves_ownership_is_a_change():
     answer = live()
     del answer["metadata"]["labels"]["extra"]
-    assert not drift.unchanged_by(live=live(), result=answer)
+    assert not drift.unchanged_by(manager=MANAGER, live=live(), result=answer)
     answer = live()
     answer["metadata"]["managedFields"][0]["fieldsV1"] = {"f:spec": {"f:type": {}}}
-    assert not drift.unchanged_by(live=live(), result=answer)
+    assert not drift.unchanged_by(manager=MANAGER, live=live(), result=answer)
     answer = live()
     answer["metadata"]["generation"] = 4
-    assert not drift.unchanged_by(live=live(), result=answer)
+    assert not drift.unchanged_by(manager=MANAGER, live=live(), result=answer)
 
 
 def test_an_unset_creation_timestamp_is_the_servers_to_set():
     """Generated manifests carry `creationTimestamp: null`: not drift, not owned."""
     desired = copy.deepcopy(DESIRED)
     desired["metadata"]["creationTimestamp"] = None
-    assert drift.in_sync(desired=desired, live=live())
+    assert drift.in_sync(manager=MANAGER, desired=desired, live=live())

@@ -251,3 +251,14 @@ def test_a_server_whose_certificate_does_not_verify_is_not_retryable(tmp_path: P
         server.shutdown()
     assert not caught.value.retryable
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+
+
+def test_names_are_escaped_as_one_url_path_segment() -> None:
+    """A name reaches the URL as one path segment: `/`, `?`, `%`, `#` and `..` cannot
+    step to another path or start a query (names are validated before; this is the last
+    word)."""
+    from reconciler import kube
+
+    assert kube._segment("system:metrics-server") == "system%3Ametrics-server"
+    assert kube._segment("../../api/v1/secrets") == "..%2F..%2Fapi%2Fv1%2Fsecrets"
+    assert kube._segment("a?watch=1#x%") == "a%3Fwatch%3D1%23x%25"

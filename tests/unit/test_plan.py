@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import cli, cluster, errors, kube
+from reconciler import cli, cluster, contract, errors, kube
 from reconciler.manager import plan as planner
 from reconciler.manager import render
 from reconciler.site import fence, pipeline, state
@@ -49,9 +49,11 @@ class RecordingCluster(fakes.FakeCluster):
         self.closed += 1
 
     def apply(self, obj: Mapping[str, Any], *, force: bool = False,
-              dry_run: bool = False) -> cluster.Applied:
+              dry_run: bool = False,
+              field_manager: str = contract.SHARED_FIELD_MANAGER) -> cluster.Applied:
         self.applies.append((str(cluster.ObjectRef.of(obj)), dry_run))
-        return super().apply(obj, force=force, dry_run=dry_run)
+        return super().apply(obj, force=force, dry_run=dry_run,
+                             field_manager=field_manager)
 
 
 class Env:

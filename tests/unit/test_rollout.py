@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import errors
+from reconciler import contract, errors
 from reconciler.repo import documents
 from reconciler.site import abort, rollout, state
 from tests import fakes
@@ -114,17 +114,19 @@ def test_fields_taken_by_an_imperative_edit_are_taken_back_with_force():
     forced: list[bool] = []
     real_apply = target.apply
 
-    def apply(obj: dict[str, Any], *, force: bool = False, dry_run: bool = False):
+    def apply(obj: dict[str, Any], *, force: bool = False, dry_run: bool = False,
+              field_manager: str = ""):
         forced.append(force)
         if not force:
             raise errors.ConflictError('Apply failed with 1 conflict: conflict with '
                                        '"kubectl-edit": .data.k', status=409,
                                        managers=("kubectl-edit",))
-        return real_apply(obj, force=force)
+        return real_apply(obj, force=force, field_manager=field_manager)
 
     target.apply = apply  # type: ignore[method-assign]
-    target.get = lambda ref: {"metadata": {"managedFields": [  # type: ignore[method-assign]
-        {"manager": "kubectl-edit", "operation": "Update"}]}}
+    target.get = lambda ref: {"metadata": {  # type: ignore[method-assign]
+        "labels": {contract.LABEL_SITE: SITE},  # the site's object, edited out of band
+        "managedFields": [{"manager": "kubectl-edit", "operation": "Update"}]}}
     result = run(target, [manifest("ConfigMap", "c", data={"k": "v"})])
     assert result.phase is state.Outcome.SUCCEEDED
     assert forced == [False, True]
@@ -136,8 +138,9 @@ def test_a_conflict_with_another_applier_stays_an_error():
     target.fail["ConfigMap/ran/c"] = errors.ConflictError(
         'Apply failed with 1 conflict: conflict with "field-engineer": .data.k', status=409,
         managers=("field-engineer",))
-    target.get = lambda ref: {"metadata": {"managedFields": [  # type: ignore[method-assign]
-        {"manager": "field-engineer", "operation": "Apply"}]}}
+    target.get = lambda ref: {"metadata": {  # type: ignore[method-assign]
+        "labels": {contract.LABEL_SITE: SITE},  # the site's object, applied to by another
+        "managedFields": [{"manager": "field-engineer", "operation": "Apply"}]}}
     result = run(target, [manifest("ConfigMap", "c", data={"k": "v"})])
     assert result.phase is state.Outcome.FAILED
     assert "field-engineer" in result.message

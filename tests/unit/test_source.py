@@ -103,7 +103,8 @@ def test_cache_survives_a_new_source_object(remote: gitrepo.GitRemote, cache_dir
     remote.write("x.yaml", "x: 1\n")
     new_sha = remote.commit_and_push("Another")
     assert again.fetch(last_head=sha).sha == new_sha
-    assert [p.name for p in cache_dir.iterdir()] == [first.cache_path.name]
+    assert sorted(p.name for p in cache_dir.iterdir()) == [  # and its guard (cache.held)
+        first.cache_path.name, f"{first.cache_path.name}.guard"]
 
 
 def test_each_url_gets_its_own_cache(cache_dir: Path) -> None:

@@ -58,6 +58,9 @@ FULL = state.SiteState(
         state.InventoryEntry(id="app_one__ConfigMap", api_version="v1", kind="ConfigMap",
                              namespace="app", name="one", intent_id="intent-2",
                              applied_at=T2, resource_version="4711"),
+        state.InventoryEntry(id="app_two__ConfigMap", api_version="v1", kind="ConfigMap",
+                             namespace="app", name="two", intent_id="intent-2",
+                             applied_at=T2, wave=1, pending=True),
     ),
     drops=(
         state.DropRecord(file="sites/edge-a/manifests/a.yaml", document=1, line=7,
@@ -70,6 +73,8 @@ FULL = state.SiteState(
     ),
     superseded=("intent-0", "intent-1"),
     suspended=state.Suspension(by="alice@ops-1", at=T1, reason="maintenance window"),
+    degraded=state.Degraded(since=T1, stage="fetch", message="fetch of branch 'main' failed",
+                            failures=3),
 )
 
 
@@ -114,7 +119,7 @@ def test_state_file_is_json_with_format_version_and_camel_case_keys(
     """The file is plain JSON: formatVersion 2, the site, camelCase keys, enum values."""
     store.save(FULL)
     data = json.loads(store.path.read_text(encoding="utf-8"))
-    assert data["formatVersion"] == state.FORMAT_VERSION == 5
+    assert data["formatVersion"] == state.FORMAT_VERSION == 6
     assert data["site"] == "edge-a"
     assert data["lastFetchedHead"] == SHA_B
     assert data["accepted"] == {"id": "intent-2", "sequence": 2, "commit": SHA_B,
@@ -203,9 +208,9 @@ def test_json_that_is_not_an_object_is_refused(store: state.FileStateStore) -> N
 
 def test_newer_format_version_is_refused(store: state.FileStateStore) -> None:
     """A file written by a newer reconciler is refused, asking for an upgrade."""
-    write_raw(store, {**state.to_json(FULL), "formatVersion": 6, "somethingNew": True})
+    write_raw(store, {**state.to_json(FULL), "formatVersion": 7, "somethingNew": True})
     with pytest.raises(errors.StateError,
-                       match=r"state format version 6 is newer than this reconciler's \(5\); "
+                       match=r"state format version 7 is newer than this reconciler's \(6\); "
                              r"upgrade the reconciler"):
         store.load()
 
@@ -407,9 +412,10 @@ def test_now_is_rfc3339_utc_and_parses_back() -> None:
     assert moment.utcoffset() is not None and moment.utcoffset().total_seconds() == 0
 
 
-def test_format_version_1_file_loads_and_is_saved_as_version_4(
+def test_format_version_1_file_loads_and_is_saved_as_the_current_version(
         store: state.FileStateStore) -> None:
-    """A version-1 file (inventory without waves) loads with wave 0 and saves as version 4."""
+    """A version-1 file (inventory without waves) loads with wave 0, not pending, and saves
+    as the current version."""
     store.state_dir.mkdir(parents=True, exist_ok=True)
     store.path.write_text(json.dumps({
         "formatVersion": 1, "site": "edge-a",
@@ -418,21 +424,21 @@ def test_format_version_1_file_loads_and_is_saved_as_version_4(
                        "appliedAt": "2026-11-27T12:00:00.000000Z"}],
     }))
     loaded = store.load()
-    assert loaded.inventory[0].wave == 0
+    assert loaded.inventory[0].wave == 0 and not loaded.inventory[0].pending
     store.save(loaded)
-    assert json.loads(store.path.read_text())["formatVersion"] == 5
+    assert json.loads(store.path.read_text())["formatVersion"] == state.FORMAT_VERSION == 6
 
 
-def test_format_version_2_file_loads_and_is_saved_as_version_4(
+def test_format_version_2_file_loads_and_is_saved_as_the_current_version(
         store: state.FileStateStore) -> None:
-    """A version-2 file loads as it was and is saved as version 5, its content unchanged
+    """A version-2 file loads as it was and is saved as version 6, its content unchanged
     but for `superseded`, which now keeps the ids its history shows replaced."""
     data = {k: v for k, v in state.to_json(FULL).items() if k != "superseded"}
     write_raw(store, {**data, "formatVersion": 2})
     store.save(store.load())
     replaced = [e["id"] for e in data["history"] if e.get("supersededBy")]
     assert replaced
-    assert json.loads(store.path.read_text()) == {**data, "formatVersion": 5,
+    assert json.loads(store.path.read_text()) == {**data, "formatVersion": 6,
                                                    "superseded": replaced}
 
 

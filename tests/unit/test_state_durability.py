@@ -324,7 +324,8 @@ def test_a_newer_format_is_not_replaced_by_the_backup(tmp_path: Path) -> None:
     store.save(OLD)
     store.save(OLD)
     store.path.write_text(
-        '{"formatVersion": 6, "site": "edge-a", "somethingNew": true}')
+        f'{{"formatVersion": {state.FORMAT_VERSION + 1}, "site": "edge-a", '
+        '"somethingNew": true}')
     with pytest.raises(errors.StateError, match="upgrade the reconciler"):
         store.load()
 
@@ -336,3 +337,22 @@ def test_no_message_for_a_corrupt_record_suggests_moving_it_aside() -> None:
     for module in ("state.py", "kubestate.py"):
         text = (root / module).read_text()
         assert "aside" not in text and "afresh" not in text, module
+
+
+def test_a_killed_saves_temporary_files_are_removed_under_the_lock(tmp_path: Path) -> None:
+    """The temporary files a save killed midway left behind (its record and backup ones)
+    are removed once the site's lock is taken: no other process can be saving then. The
+    record and its backup are untouched."""
+    store = state.FileStateStore(state_dir=tmp_path / "state", site=SITE)
+    store.save(OLD)
+    store.save(OLD)
+    left = [store.state_dir / f".{SITE}.json.999999.tmp",
+            store.state_dir / f".{SITE}.json.bak.999999.tmp"]
+    other_site = store.state_dir / ".edge-b.json.999999.tmp"
+    for path in (*left, other_site):
+        path.write_text("half a record")
+    with store.lock():
+        assert not any(path.exists() for path in left)
+    assert other_site.exists()  # another site's: its own lock decides
+    assert store.load() == OLD
+    assert store.path.with_name(f"{SITE}.json.bak").exists()

@@ -32,10 +32,10 @@ def test_stamping_words_a_duplicate_key_the_same_way() -> None:
 
 
 def test_other_yaml_errors_keep_ruamels_problem_and_chain_it() -> None:
-    """A plain syntax problem keeps ruamel's words; an unreadable byte chains its cause."""
+    """A plain syntax problem keeps ruamel's words; a forbidden character chains its cause."""
     with pytest.raises(errors.YAMLSyntaxError, match=r"^f.yaml:1:5: invalid YAML: mapping "
                                                       "values are not allowed"):
         bundle.parse_documents(b"a: b: c\n", file="f.yaml")
     with pytest.raises(errors.YAMLSyntaxError) as caught:
-        bundle.parse_documents(b"a: \xff\n", file="f.yaml")
+        bundle.parse_documents(b"a: \x07\n", file="f.yaml")
     assert caught.value.__cause__ is not None
